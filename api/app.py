@@ -1,0 +1,25 @@
+"""Start the server: ``python api/app.py [--host 0.0.0.0] [--port 8000] [--reload]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    uvicorn.run("api.main:app", host=args.host, port=args.port, reload=args.reload, workers=args.workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Response schemas: the JSON contract of DESIGN.md, declared so /docs shows it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorResponse(BaseModel):
+    error_code: str
+    message: str
+
+
+class SegmentOut(BaseModel):
+    speaker: str
+    time: str = Field(description='"start-end" in seconds, e.g. "0.3-1.4s"')
+    start: float
+    end: float
+    result: Literal["Real", "Fake"]
+    probability: float = Field(description="P(fake), fused")
+    scores: dict[str, float] = Field(description="P(fake) per scorer")
+
+
+class SpeakerOut(BaseModel):
+    speaker: str
+    speech_duration: float
+    probability: float
+    result: Literal["Real", "Fake"]
+    category: str
+    threshold: float
+    segments: int
+    counted: bool = Field(description="had enough speech to take part in the overall verdict")
+
+
+class DurationConfig(BaseModel):
+    use_diarization: bool
+    category: Literal["very_short", "short", "normal"]
+    duration: float = Field(description="decoded audio, seconds")
+    speech_duration: float
+    threshold: float
+
+
+class PredictResponse(BaseModel):
+    overall: Literal["Real", "Fake", "No Speech"]
+    mean_probability: float = Field(description="P(fake), duration-weighted over segments")
+    confidence: float
+    details: list[SegmentOut]
+    speakers: list[SpeakerOut]
+    duration_config: DurationConfig
+    timings_ms: dict[str, float]
+    models: dict[str, str]
+    processing_time_ms: float
+    message: str | None = None
+    filename: str | None = None
+
+
+class BatchItem(BaseModel):
+    filename: str
+    status: Literal["success", "error"]
+    result: PredictResponse | None = None
+    error_code: str | None = None
+    message: str | None = None
+
+
+class BatchResponse(BaseModel):
+    total_files: int
+    successful: int
+    failed: int
+    results: list[BatchItem]
+    processing_time_ms: float
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "unavailable"]
+    models_loaded: bool
+    detail: str | None = None
+    backends: dict[str, str] = {}

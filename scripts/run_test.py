@@ -1,0 +1,85 @@
+"""Evaluate the detector on a labelled folder or manifest, through the same path the API serves.
+
+    python -m scripts.run_test --test-dir DIR [--use-diarization] [--output-dir OUT]
+
+DIR holds ``real/`` and ``fake/`` sub-folders, or a ``manifest.csv`` (``path,label[,source,system]``);
+``--test-dir`` may also name a CSV directly. Writes ``predictions.csv`` and ``metrics.json`` (eer,
+roc_auc, accuracy, precision, recall, f1, confusion_matrix, threshold, per-source and per-system EER
+when the manifest names them) and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from soundsentry.datasets import load_items
+from soundsentry.detector import Detector
+from soundsentry.evaluation import predict_items, summarise
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--test-dir", type=Path, default=Path("test_data"))
+    parser.add_argument("--use-diarization", action="store_true")
+    parser.add_argument("--output-dir", type=Path, default=Path("results"))
+    parser.add_argument("--limit", type=int, help="only the first N files")
+    return parser.parse_args(argv)
+
+
+def format_summary(metrics: dict) -> str:
+    lines = [f"files {metrics['files']}: scored {metrics['scored']}, no speech {metrics['no_speech']}, "
+             f"errors {metrics['errors']}"]
+    if "eer" in metrics:
+        lines.append(f"EER {metrics['eer']:.2%}  ROC-AUC {metrics['roc_auc']:.3f}  minDCF {metrics['min_dcf']:.3f}  "
+                     f"ECE {metrics['ece']:.3f}")
+    if "accuracy" in metrics:
+        (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+        lines += [
+            f"accuracy {metrics['accuracy']:.3f}  precision {metrics['precision']:.3f}  "
+            f"recall {metrics['recall']:.3f}  f1 {metrics['f1']:.3f}",
+            "confusion matrix (rows: true, columns: predicted)",
+            "            Real   Fake",
+            f"  Real  {tn:6d} {fp:6d}",
+            f"  Fake  {fn:6d} {tp:6d}",
+        ]
+    for key in ("per_source_eer", "per_system_eer"):
+        if len(metrics.get(key, {})) > 1:
+            lines.append(key.replace("_", " ") + ": " + ", ".join(f"{k} {v:.1%}" for k, v in metrics[key].items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        items = load_items(args.test_dir)
+    except (OSError, ValueError) as error:
+        sys.stderr.write(f"cannot read test data from {args.test_dir}: {error}\n")
+        return 2
+    if args.limit:
+        items = items[: args.limit]
+    detector = Detector.load()
+    predictions = predict_items(detector, items, use_diarization=args.use_diarization,
+                                progress=lambda x: tqdm(x, desc="evaluating", unit="file"))
+    metrics = summarise(predictions, detector.tkan.thresholds)
+    metrics["use_diarization"] = args.use_diarization
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    with (args.output_dir / "predictions.csv").open("w", newline="") as handle:
+        rows = [p.row() for p in predictions]
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    sys.stdout.write(format_summary(metrics) + f"\nwritten to {args.output_dir}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

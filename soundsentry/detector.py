@@ -1,0 +1,194 @@
+"""The one path from audio to report, shared by the API, the CLI and the batch evaluator.
+
+    waveform ─► VAD ─► speakers (optional) ─► scoring segments ─► TKAN + MLP ─► roll-up ─► Report
+
+Usage
+-----
+>>> detector = Detector.load()                      # shipped models in data/
+>>> report = detector.predict_bytes(data, filename="chunk.webm", use_diarization=False)
+>>> report.serialize()["overall"]
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from soundsentry.audio import DecodeLimits, Waveform, decode_audio
+from soundsentry.classifier import TkanArtifacts, load_tkan_artifacts
+from soundsentry.diarization import DiarizerConfig, EmbeddedDiarizer
+from soundsentry.encoder import SpeakerNetwork
+from soundsentry.features import segment_features
+from soundsentry.report import Report, SegmentResult
+from soundsentry.rollup import CATEGORIES, duration_category, label, overall_verdict, roll_up_speakers, weighted_mean
+from soundsentry.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
+from soundsentry.vad import SileroVad, VadConfig, total_duration
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    data_dir: Path = DEFAULT_DATA_DIR
+    min_speech_s: float = 0.5  # less speech than this → "No Speech"
+    min_speaker_speech_s: float = 1.0  # a secondary speaker needs this much to count overall
+    vad: VadConfig = field(default_factory=VadConfig)
+    segments: SegmentConfig = field(default_factory=SegmentConfig)
+    diarizer: DiarizerConfig = field(default_factory=DiarizerConfig)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - start) * 1000
+
+
+class Detector:
+    """Holds the loaded models; ``predict`` is thread-safe (no per-request state on ``self``)."""
+
+    def __init__(
+        self,
+        config: DetectorConfig,
+        vad: SileroVad,
+        network: SpeakerNetwork,
+        tkan: TkanArtifacts,
+        diarizer: EmbeddedDiarizer,
+    ) -> None:
+        self.config = config
+        self.vad = vad
+        self.network = network
+        self.tkan = tkan
+        self.diarizer = diarizer
+        missing = set(CATEGORIES) - set(tkan.thresholds)
+        if missing:
+            raise ValueError(f"thresholds missing for duration categories {sorted(missing)}")
+
+    @classmethod
+    def load(cls, config: DetectorConfig = DetectorConfig()) -> Detector:
+        """Load every model once. Raises :class:`~soundsentry.errors.ModelLoadError`."""
+        network = SpeakerNetwork()
+        return cls(
+            config=config,
+            vad=SileroVad(config.vad),
+            network=network,
+            tkan=load_tkan_artifacts(config.data_dir),
+            diarizer=EmbeddedDiarizer(network, config.diarizer),
+        )
+
+    @property
+    def models(self) -> dict[str, str]:
+        return {
+            "vad": self.vad.name,
+            "speaker_network": self.network.name,
+            "tkan_classifier": f"mlp {self.tkan.spec.key}",
+            "diarization": self.diarizer.name,
+        }
+
+    def predict_bytes(
+        self, data: bytes, *, filename: str | None = None, use_diarization: bool = False,
+        limits: DecodeLimits = DecodeLimits(),
+    ) -> Report:
+        """Decode an upload and :meth:`predict` it; decoding errors are :class:`InputError`s."""
+        start = time.perf_counter()
+        waveform = decode_audio(data, filename=filename, limits=limits)
+        decode_ms = (time.perf_counter() - start) * 1000
+        report = self.predict(waveform, use_diarization=use_diarization)
+        report.timings_ms["decode"] = decode_ms
+        return report
+
+    def predict(self, waveform: Waveform, *, use_diarization: bool = False) -> Report:
+        timer = _Timer()
+        samples = waveform.samples
+        with timer.stage("vad"):
+            regions = self.vad(samples)
+        speech = total_duration(regions)
+        segments: list[ScoringSegment] = []
+        if speech >= self.config.min_speech_s:
+            with timer.stage("diarization" if use_diarization else "segmentation"):
+                annotation = (
+                    self.diarizer(samples, regions) if use_diarization else single_speaker_annotation(regions)
+                )
+                segments = scoring_segments(annotation, self.config.segments)
+        if not segments:
+            return self._no_speech(waveform, speech, use_diarization, timer.ms)
+
+        with timer.stage("tkan"):
+            features = segment_features(self.network, self.tkan.spec, samples, segments)
+            probabilities = self.tkan.predict_fake(features)
+        results = []
+        for segment, probability in zip(segments, probabilities):
+            threshold = self.tkan.thresholds[duration_category(segment.duration)]
+            results.append(
+                SegmentResult(
+                    speaker=segment.speaker,
+                    start=segment.start,
+                    end=segment.end,
+                    probability=float(probability),
+                    result=label(float(probability), threshold),
+                    scores={"tkan": float(probability)},
+                )
+            )
+        speakers = roll_up_speakers(results, self.tkan.thresholds, self.config.min_speaker_speech_s)
+        overall, certainty = overall_verdict(speakers)
+        scored = sum(s.duration for s in results)
+        category = duration_category(scored)
+        return Report(
+            overall=overall,
+            mean_probability=weighted_mean([s.probability for s in results], [s.duration for s in results]),
+            confidence=certainty,
+            segments=results,
+            speakers=speakers,
+            use_diarization=use_diarization,
+            category=category,
+            duration=waveform.duration_s,
+            speech_duration=speech,
+            threshold=self.tkan.thresholds[category],
+            timings_ms=timer.ms,
+            models=self.models,
+        )
+
+    def _no_speech(self, waveform: Waveform, speech: float, use_diarization: bool, timings: dict) -> Report:
+        return Report(
+            overall="No Speech",
+            mean_probability=0.0,
+            confidence=0.0,
+            segments=[],
+            speakers=[],
+            use_diarization=use_diarization,
+            category=duration_category(speech),
+            duration=waveform.duration_s,
+            speech_duration=speech,
+            threshold=self.tkan.thresholds[duration_category(speech)],
+            message=(
+                f"Found {speech:.1f} s of speech in {waveform.duration_s:.1f} s of audio; at least "
+                f"{self.config.min_speech_s:.1f} s in one stretch of {self.config.segments.min_duration_s:.1f} s "
+                "or more is needed. Send a recording where someone speaks."
+            ),
+            timings_ms=timings,
+            models=self.models,
+        )
+
+    def info(self) -> dict[str, Any]:
+        """What is loaded: models, backends, thresholds, the feature definition, training metadata."""
+        return {
+            "models": self.models,
+            "thresholds": dict(self.tkan.thresholds),
+            "feature_spec": self.tkan.spec.to_dict(),
+            "training": self.tkan.metadata,
+            "config": {
+                "min_speech_s": self.config.min_speech_s,
+                "min_speaker_speech_s": self.config.min_speaker_speech_s,
+                "segment_min_s": self.config.segments.min_duration_s,
+                "segment_max_s": self.config.segments.max_duration_s,
+            },
+        }

@@ -1,0 +1,83 @@
+"""Detection metrics, pure NumPy. Scores are P(fake): higher means more likely fake.
+
+``compute_det_curve``/``compute_eer`` follow AASIST's ``evaluation.py`` with the polarity in the
+names: ``fake_scores`` are the scores of spoofed trials, ``real_scores`` of bona fide ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def compute_det_curve(fake_scores: np.ndarray, real_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Miss rate (fake called real) and false-alarm rate (real called fake) at each threshold.
+
+    A trial is called fake when its score >= threshold. Returns (miss, false_alarm, thresholds).
+    """
+    fake_scores = np.asarray(fake_scores, dtype=np.float64)
+    real_scores = np.asarray(real_scores, dtype=np.float64)
+    if fake_scores.size == 0 or real_scores.size == 0:
+        raise ValueError("need at least one fake and one real score")
+    thresholds = np.unique(np.concatenate([fake_scores, real_scores, [np.inf]]))
+    fake_sorted, real_sorted = np.sort(fake_scores), np.sort(real_scores)
+    miss = np.searchsorted(fake_sorted, thresholds, side="left") / fake_sorted.size
+    false_alarm = 1.0 - np.searchsorted(real_sorted, thresholds, side="left") / real_sorted.size
+    return miss, false_alarm, thresholds
+
+
+def compute_eer(fake_scores: np.ndarray, real_scores: np.ndarray) -> tuple[float, float]:
+    """Equal error rate and the threshold where miss and false-alarm rates cross."""
+    miss, false_alarm, thresholds = compute_det_curve(fake_scores, real_scores)
+    index = int(np.argmin(np.abs(miss - false_alarm)))
+    return float((miss[index] + false_alarm[index]) / 2), float(thresholds[index])
+
+
+def eer_from_labels(labels: np.ndarray, fake_scores: np.ndarray) -> tuple[float, float]:
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(fake_scores)
+    return compute_eer(scores[labels], scores[~labels])
+
+
+def min_dcf(fake_scores: np.ndarray, real_scores: np.ndarray, p_fake: float = 0.05,
+            cost_miss: float = 1.0, cost_false_alarm: float = 10.0) -> float:
+    """Minimum normalised detection cost (ASVspoof 2019 style priors by default)."""
+    miss, false_alarm, _ = compute_det_curve(fake_scores, real_scores)
+    cost = cost_miss * p_fake * miss + cost_false_alarm * (1 - p_fake) * false_alarm
+    default = min(cost_miss * p_fake, cost_false_alarm * (1 - p_fake))
+    return float(cost.min() / default)
+
+
+def expected_calibration_error(labels: np.ndarray, fake_probabilities: np.ndarray, bins: int = 10) -> float:
+    """Mean |P(fake) − observed fake rate| over equal-width probability bins, weighted by bin size."""
+    labels = np.asarray(labels, dtype=np.float64)
+    probabilities = np.clip(np.asarray(fake_probabilities, dtype=np.float64), 0, 1)
+    index = np.minimum((probabilities * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            error += members.mean() * abs(probabilities[members].mean() - labels[members].mean())
+    return float(error)
+
+
+def binary_report(labels: np.ndarray, fake_scores: np.ndarray, threshold: float) -> dict:
+    """EER, ROC-AUC, and the confusion-based metrics at ``threshold`` (label 1 = fake)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
+
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(fake_scores, dtype=np.float64)
+    predicted = (scores >= threshold).astype(int)
+    report: dict = {"n": int(labels.size), "n_fake": int(labels.sum()), "threshold": float(threshold)}
+    if 0 < labels.sum() < labels.size:
+        eer, eer_threshold = eer_from_labels(labels, scores)
+        report.update(eer=eer, eer_threshold=eer_threshold, roc_auc=float(roc_auc_score(labels, scores)),
+                      min_dcf=min_dcf(scores[labels == 1], scores[labels == 0]))
+    report.update(
+        accuracy=float(accuracy_score(labels, predicted)),
+        precision=float(precision_score(labels, predicted, zero_division=0)),
+        recall=float(recall_score(labels, predicted, zero_division=0)),
+        f1=float(f1_score(labels, predicted, zero_division=0)),
+        confusion_matrix=confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),
+        ece=expected_calibration_error(labels, scores),
+    )
+    return report

@@ -1,0 +1,106 @@
+"""The result of one detection: plain dataclasses with ``serialize()`` to the JSON contract.
+
+The JSON shape is the one in DESIGN.md that the browser extension reads (``overall``,
+``mean_probability``, ``confidence``, ``details``, ``duration_config``), plus per-speaker results,
+timings and model versions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Verdict = Literal["Real", "Fake", "No Speech"]
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """One scored stretch of one speaker's speech. Times in seconds from the start of the upload."""
+
+    speaker: str
+    start: float
+    end: float
+    probability: float  # P(fake), fused
+    result: Literal["Real", "Fake"]
+    scores: dict[str, float] = field(default_factory=dict)  # per scorer, P(fake)
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    def serialize(self) -> dict[str, Any]:
+        return {
+            "speaker": self.speaker,
+            "time": f"{self.start:.1f}-{self.end:.1f}s",
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "result": self.result,
+            "probability": round(self.probability, 4),
+            "scores": {name: round(value, 4) for name, value in self.scores.items()},
+        }
+
+
+@dataclass(frozen=True)
+class SpeakerResult:
+    """The roll-up of one speaker's segments, weighted by speech duration."""
+
+    speaker: str
+    speech_duration: float
+    probability: float
+    result: Literal["Real", "Fake"]
+    category: str
+    threshold: float
+    segments: int
+    counted: bool  # had enough speech to take part in the overall verdict
+
+    def serialize(self) -> dict[str, Any]:
+        return {
+            "speaker": self.speaker,
+            "speech_duration": round(self.speech_duration, 3),
+            "probability": round(self.probability, 4),
+            "result": self.result,
+            "category": self.category,
+            "threshold": round(self.threshold, 4),
+            "segments": self.segments,
+            "counted": self.counted,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything the service says about one upload."""
+
+    overall: Verdict
+    mean_probability: float
+    confidence: float
+    segments: list[SegmentResult]
+    speakers: list[SpeakerResult]
+    use_diarization: bool
+    category: str
+    duration: float  # decoded audio duration, seconds
+    speech_duration: float
+    threshold: float
+    message: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+
+    def serialize(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "overall": self.overall,
+            "mean_probability": round(self.mean_probability, 4),
+            "confidence": round(self.confidence, 4),
+            "details": [segment.serialize() for segment in self.segments],
+            "speakers": [speaker.serialize() for speaker in self.speakers],
+            "duration_config": {
+                "use_diarization": self.use_diarization,
+                "category": self.category,
+                "duration": round(self.duration, 3),
+                "speech_duration": round(self.speech_duration, 3),
+                "threshold": round(self.threshold, 4),
+            },
+            "timings_ms": {name: round(value, 2) for name, value in self.timings_ms.items()},
+            "models": dict(self.models),
+        }
+        if self.message is not None:
+            body["message"] = self.message
+        return body

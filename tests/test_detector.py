@@ -1,0 +1,157 @@
+"""The detection path on real audio with the shipped models: VAD, encoder, TKAN, diarization, roll-up."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from pyannote.core import Annotation, Segment
+
+from soundsentry.audio import decode_file
+from soundsentry.classifier import SCALER_FILE, load_tkan_artifacts
+from soundsentry.detector import DEFAULT_DATA_DIR, Detector, DetectorConfig
+from soundsentry.encoder import LAYER_NAMES, SpeakerNetwork
+from soundsentry.errors import ModelLoadError
+from soundsentry.segments import SegmentConfig, scoring_segments
+from soundsentry.tkan import FeatureSpec, tkan_features
+from soundsentry.vad import SileroVad
+
+
+@pytest.fixture(scope="session")
+def detector() -> Detector:
+    return Detector.load()
+
+
+def test_vad_finds_speech_and_not_silence(speech_wav: Path, silence_wav: Path, noise_wav: Path) -> None:
+    vad = SileroVad()
+    speech = decode_file(speech_wav)
+    regions = vad(speech.samples)
+    assert regions, "no speech found in an espeak-ng sentence"
+    assert sum(r.duration for r in regions) > 0.6 * speech.duration_s
+    assert vad(decode_file(silence_wav).samples) == []
+    assert sum(r.duration for r in vad(decode_file(noise_wav).samples)) < 0.5
+
+
+def test_unrolled_encoder_matches_resemblyzer(speech_wav: Path) -> None:
+    """Three single-layer LSTMs with the stacked weights give Resemblyzer's own embedding."""
+    import torch
+    from resemblyzer import VoiceEncoder
+    from resemblyzer.audio import wav_to_mel_spectrogram
+
+    samples = decode_file(speech_wav).samples[:25_600]  # exactly one 1.6 s window
+    network = SpeakerNetwork()
+    ours = network.analyse(samples).embeddings[0]
+    normalised = samples * (10 ** (-30 / 20) / np.sqrt(np.mean(samples**2)))
+    mels = torch.from_numpy(wav_to_mel_spectrogram(normalised)[:160][None])
+    with torch.no_grad():
+        theirs = VoiceEncoder("cpu", verbose=False)(mels).numpy()[0]
+    assert float(ours @ theirs) > 0.9999
+
+
+def test_encoder_windows_cover_audio(speech_wav: Path) -> None:
+    samples = decode_file(speech_wav).samples
+    windows = SpeakerNetwork().analyse(samples, hop_s=0.8)
+    assert windows.layer_mean.shape == (len(windows), len(LAYER_NAMES), 256)
+    assert windows.starts[0] == 0.0
+    assert windows.starts[-1] + windows.window_s == pytest.approx(samples.size / 16_000, abs=0.02)
+    assert np.allclose(np.linalg.norm(windows.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+def test_tkan_reductions_on_hand_made_activations() -> None:
+    from soundsentry.encoder import WindowActivations
+
+    mean = np.zeros((2, 4, 256), dtype=np.float32)
+    mean[0, 0, :4] = [0.1, 0.9, 0.5, 0.7]
+    mean[1, 0, :4] = [0.3, 0.1, 0.5, 0.9]  # window average: 0.2, 0.5, 0.5, 0.8
+    activations = WindowActivations(np.zeros(2), mean, np.ones_like(mean), np.zeros((2, 256)))
+    values = tkan_features(activations, FeatureSpec(layers=("lstm1",), k=2))
+    assert values.tolist() == pytest.approx([0.8, 0.5])
+    masked = tkan_features(activations, FeatureSpec(layers=("lstm1",), k=2, reduction="masked"))
+    assert masked.shape == (256,) and np.count_nonzero(masked) == 2 and masked[3] == pytest.approx(0.8)
+    both = tkan_features(activations, FeatureSpec(layers=("lstm1", "embedding"), k=2, stats=("mean", "std")))
+    assert both.shape == (FeatureSpec(layers=("lstm1", "embedding"), k=2, stats=("mean", "std")).dimension,) == (8,)
+
+
+def test_feature_spec_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="unknown layers"):
+        FeatureSpec(layers=("lstm9",))
+    with pytest.raises(ValueError, match="k must be"):
+        FeatureSpec(k=0)
+
+
+def test_scoring_segments_merge_split_and_drop() -> None:
+    annotation = Annotation()
+    annotation[Segment(0.0, 2.0)] = "A"
+    annotation[Segment(2.2, 4.0)] = "A"  # gap 0.2 s: merged with the first
+    annotation[Segment(5.0, 5.5)] = "B"  # 0.5 s: too short, dropped
+    annotation[Segment(6.0, 31.0)] = "B"  # 25 s: split into 3 pieces
+    segments = scoring_segments(annotation, SegmentConfig(merge_gap_s=0.5, min_duration_s=0.8, max_duration_s=10))
+    assert [(s.speaker, round(s.start, 2), round(s.end, 2)) for s in segments] == [
+        ("A", 0.0, 4.0), ("B", 6.0, 14.33), ("B", 14.33, 22.67), ("B", 22.67, 31.0)]
+
+
+def test_detector_scores_speech(detector: Detector, speech_wav: Path) -> None:
+    report = detector.predict(decode_file(speech_wav))
+    body = report.serialize()
+    assert body["overall"] in ("Real", "Fake")
+    assert 0.0 <= body["mean_probability"] <= 1.0 and 0.0 <= body["confidence"] <= 1.0
+    assert body["details"] and all(d["speaker"] == "SPEAKER_00" for d in body["details"])
+    assert len(body["speakers"]) == 1
+    assert body["duration_config"]["category"] in ("very_short", "short", "normal")
+    category = body["duration_config"]["category"]
+    assert body["duration_config"]["threshold"] == pytest.approx(detector.tkan.thresholds[category], abs=1e-4)
+    assert all(0 <= d["start"] < d["end"] <= report.duration + 1e-6 for d in body["details"])
+
+
+@pytest.mark.parametrize("fixture", ["silence_wav", "noise_wav"])
+def test_detector_says_no_speech(detector: Detector, fixture: str, request: pytest.FixtureRequest) -> None:
+    report = detector.predict(decode_file(request.getfixturevalue(fixture)))
+    assert report.overall == "No Speech"
+    assert report.segments == [] and "speech" in report.message
+
+
+def test_embedded_diarization_separates_two_voices(
+    detector: Detector, two_speaker_wav: Path, two_speaker_turns: list[tuple[float, float, str]]
+) -> None:
+    waveform = decode_file(two_speaker_wav)
+    annotation = detector.diarizer(waveform.samples, detector.vad(waveform.samples))
+    assert len(annotation.labels()) == 2
+    # each reference turn is mostly covered by one hypothesis label, and the two voices get different labels
+    majority = {}
+    for start, end, speaker in two_speaker_turns:
+        overlap = annotation.crop(Segment(start, end)).chart()
+        majority.setdefault(speaker, set()).add(overlap[0][0])
+    assert all(len(labels) == 1 for labels in majority.values()), majority
+    assert majority["male"] != majority["female"]
+    report = detector.predict(waveform, use_diarization=True)
+    assert len(report.speakers) == 2
+    assert {s.speaker for s in report.speakers} == {d.speaker for d in report.segments}
+
+
+def test_shipped_artifacts_carry_their_metadata() -> None:
+    artifacts = load_tkan_artifacts(DEFAULT_DATA_DIR)
+    assert set(artifacts.thresholds) == {"very_short", "short", "normal"}
+    assert all(0.0 < t < 1.0 for t in artifacts.thresholds.values())
+    assert artifacts.metadata["cv_eer"] < 0.5 and artifacts.metadata["git_commit"]
+    assert (DEFAULT_DATA_DIR / "MODEL_CARD.md").is_file()
+
+
+def test_mismatched_scaler_refuses_to_load(tmp_path: Path) -> None:
+    shutil.copytree(DEFAULT_DATA_DIR, tmp_path, dirs_exist_ok=True)
+    bundle = joblib.load(tmp_path / SCALER_FILE)
+    bundle["feature_key"] = FeatureSpec(k=7).key
+    joblib.dump(bundle, tmp_path / SCALER_FILE)
+    with pytest.raises(ModelLoadError, match="does not belong"):
+        Detector.load(DetectorConfig(data_dir=tmp_path))
+
+
+def test_missing_or_corrupt_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="missing"):
+        load_tkan_artifacts(tmp_path)
+    shutil.copytree(DEFAULT_DATA_DIR, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "trained_model.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError, match="Cannot read"):
+        load_tkan_artifacts(tmp_path)
