@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from soundsentry.datasets import load_items
 from soundsentry.detector import Detector
-from soundsentry.evaluation import predict_items, summarise
+from soundsentry.evaluation import BrowserChunks, predict_items, summarise
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,11 +30,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--use-diarization", action="store_true")
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
     parser.add_argument("--limit", type=int, help="only the first N files")
+    parser.add_argument("--browser-chunks", action="store_true",
+                        help="score each file as the browser extension sends it: 4 s WEBM/Opus 32 kb/s chunks")
     return parser.parse_args(argv)
 
 
 def format_summary(metrics: dict) -> str:
-    lines = [f"files {metrics['files']}: scored {metrics['scored']}, no speech {metrics['no_speech']}, "
+    lines = [f"{'chunks' if metrics.get('browser_chunks') else 'files'} {metrics['files']}: scored {metrics['scored']}, no speech {metrics['no_speech']}, "
              f"errors {metrics['errors']}"]
     if "eer" in metrics:
         lines.append(f"EER {metrics['eer']:.2%}  ROC-AUC {metrics['roc_auc']:.3f}  minDCF {metrics['min_dcf']:.3f}  "
@@ -67,9 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         items = items[: args.limit]
     detector = Detector.load()
     predictions = predict_items(detector, items, use_diarization=args.use_diarization,
+                                chunks=BrowserChunks() if args.browser_chunks else None,
                                 progress=lambda x: tqdm(x, desc="evaluating", unit="file"))
     metrics = summarise(predictions, detector.tkan.thresholds)
     metrics["use_diarization"] = args.use_diarization
+    metrics["browser_chunks"] = args.browser_chunks
     args.output_dir.mkdir(parents=True, exist_ok=True)
     with (args.output_dir / "predictions.csv").open("w", newline="") as handle:
         rows = [p.row() for p in predictions]

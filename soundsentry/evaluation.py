@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from soundsentry.audio import SAMPLE_RATE, decode_audio, encode_audio
 from soundsentry.datasets import AudioItem
 from soundsentry.detector import Detector
 from soundsentry.errors import SoundSentryError
@@ -31,37 +32,69 @@ class Prediction:
     speakers: int = 0
     error: str = ""
     processing_ms: float = 0.0
+    chunk: str = ""
 
     def row(self) -> dict[str, Any]:
         return {
-            "path": str(self.item.path), "label": self.item.label_name, "source": self.item.source,
+            "path": str(self.item.path), "chunk": self.chunk, "label": self.item.label_name, "source": self.item.source,
             "system": self.item.system, "status": self.status, "overall": self.overall,
             "probability": f"{self.probability:.6f}", "category": self.category,
             "speakers": self.speakers, "processing_ms": f"{self.processing_ms:.1f}", "error": self.error,
         }
 
 
+@dataclass(frozen=True)
+class BrowserChunks:
+    """The browser extension's condition: each file cut into ``chunk_s`` pieces, each encoded as
+    WEBM/Opus at ``bitrate`` and scored on its own (a trailing piece under half a chunk is dropped)."""
+
+    chunk_s: float = 4.0
+    bitrate: str = "32k"
+
+    def split(self, data: bytes, filename: str) -> list[tuple[str, bytes]]:
+        samples = decode_audio(data, filename=filename).samples
+        step = int(self.chunk_s * SAMPLE_RATE)
+        pieces = [samples[i : i + step] for i in range(0, samples.size, step)]
+        return [
+            (f"{filename}#{index}", encode_audio(piece, "webm", bitrate=self.bitrate))
+            for index, piece in enumerate(pieces)
+            if piece.size >= step // 2
+        ]
+
+
 def predict_items(
     detector: Detector, items: Iterable[AudioItem], *, use_diarization: bool = False,
+    chunks: BrowserChunks | None = None,
     progress: Callable[[Iterable[AudioItem]], Iterable[AudioItem]] = lambda x: x,
 ) -> list[Prediction]:
+    """One prediction per file, or per chunk of each file with ``chunks``."""
     predictions = []
     for item in progress(items):
         try:
-            report = detector.predict_bytes(item.path.read_bytes(), filename=item.path.name,
-                                            use_diarization=use_diarization)
+            data = item.path.read_bytes()
+            uploads = chunks.split(data, item.path.name) if chunks else [(item.path.name, data)]
         except (SoundSentryError, OSError) as error:
-            message = getattr(error, "message", str(error))
-            log.warning("%s: %s", item.path, message)
-            predictions.append(Prediction(item, "error", error=message))
+            predictions.append(_failed(item, error))
             continue
-        status = "no_speech" if report.overall == "No Speech" else "ok"
-        predictions.append(Prediction(
-            item, status, probability=report.mean_probability, overall=report.overall,
-            category=report.category, speakers=len(report.speakers),
-            processing_ms=sum(report.timings_ms.values()),
-        ))
+        for name, upload in uploads:
+            try:
+                report = detector.predict_bytes(upload, filename=name, use_diarization=use_diarization)
+            except SoundSentryError as error:
+                predictions.append(_failed(item, error))
+                continue
+            status = "no_speech" if report.overall == "No Speech" else "ok"
+            predictions.append(Prediction(
+                item, status, probability=report.mean_probability, overall=report.overall,
+                category=report.category, speakers=len(report.speakers), chunk=name,
+                processing_ms=sum(report.timings_ms.values()),
+            ))
     return predictions
+
+
+def _failed(item: AudioItem, error: Exception) -> Prediction:
+    message = getattr(error, "message", str(error))
+    log.warning("%s: %s", item.path, message)
+    return Prediction(item, "error", error=message)
 
 
 def _group_eer(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> dict[str, float]:

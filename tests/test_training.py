@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts import feature_extractor, run_test, train_classifier
+from scripts import feature_extractor, run_test, train_classifier, train_classifier_kfold, train_gridsearch
 from soundsentry.audio import decode_file
 from soundsentry.classifier import load_tkan_artifacts
 from soundsentry.detector import Detector, DetectorConfig
@@ -79,6 +79,17 @@ def test_extract_train_load_and_evaluate(labelled_dir: Path, tmp_path: Path) -> 
     assert 0.0 <= report["cross_validation"]["pooled"]["eer"] <= 1.0
     assert report["training_data"]["speakers"] == 3
 
+    kfold_report = tmp_path / "kfold.json"
+    train_classifier_kfold.main(["--features", str(features), "--folds", "3", "--epochs", "5",
+                                 "--hold-out-systems", "--output", str(kfold_report)])
+    unseen = json.loads(kfold_report.read_text())["unseen_system_eer"]
+    assert set(unseen) == {"griffin_lim_resynthesis", "world_resynthesis"}
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"mlpclassifiertorch__hidden": [16, 32]}))
+    train_gridsearch.main(["--features", str(features), "--folds", "3", "--epochs", "3", "--grid", str(grid),
+                           "--output", str(tmp_path / "grid_results.json")])
+    assert len(json.loads((tmp_path / "grid_results.json").read_text())) == 2
+
     detector = Detector.load(DetectorConfig(data_dir=model_dir))
     assert detector.predict(decode_file(labelled_dir / "real" / "v0s0.wav")).overall in ("Real", "Fake")
 
@@ -103,4 +114,8 @@ def test_run_test_on_plain_folders(labelled_dir: Path, tmp_path: Path) -> None:
             (folders / label / path.name).write_bytes(path.read_bytes())
     assert run_test.main(["--test-dir", str(folders), "--output-dir", str(tmp_path / "out")]) == 0
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["files"] == 4
+    # the browser condition: every ~5 s file becomes one or two 4 s WEBM/Opus chunks
+    assert run_test.main(["--test-dir", str(folders), "--output-dir", str(tmp_path / "web"), "--browser-chunks"]) == 0
+    chunked = json.loads((tmp_path / "web" / "metrics.json").read_text())
+    assert chunked["browser_chunks"] is True and chunked["files"] >= 4 and chunked["errors"] == 0
     assert run_test.main(["--test-dir", str(tmp_path / "nothing-here"), "--output-dir", str(tmp_path)]) == 2
