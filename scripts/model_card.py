@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         "Resemblyzer voice-encoder activations (3 LSTM layers + embedding layer), each reduced to its top-k "
         "activated neurons (TKAN), scaled with a StandardScaler and classified by a small MLP.", "",
         "## How it was trained", "",
-        f"- Feature definition: `{json.dumps(data['recipe'])}`; rows: {data['rows']} "
+        f"- TKAN features: `{json.dumps(data.get('feature_spec'))}`; extraction recipe: `{json.dumps(data['recipe'])}`.",
+        f"- Rows: {data['rows']} "
         f"({data['fake_rows']} fake) from {data['speakers']} speakers.",
         f"- Rows per system: {', '.join(f'{k} {v}' for k, v in sorted(data['rows_per_system'].items()))}.",
         f"- Classifier: `{json.dumps(report['classifier'])}`.",

@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from soundsentry.datasets import load_items
@@ -30,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--use-diarization", action="store_true")
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
     parser.add_argument("--limit", type=int, help="only the first N files")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (more only helps on an idle machine)")
     parser.add_argument("--browser-chunks", action="store_true",
                         help="score each file as the browser extension sends it: 4 s WEBM/Opus 32 kb/s chunks")
     return parser.parse_args(argv)
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.limit:
         items = items[: args.limit]
+    torch.set_num_threads(args.threads)
     detector = Detector.load()
     predictions = predict_items(detector, items, use_diarization=args.use_diarization,
                                 chunks=BrowserChunks() if args.browser_chunks else None,

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from soundsentry.classifier import save_tkan_artifacts
 from soundsentry.metrics import binary_report
@@ -37,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--weight-decay", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription)")
     return parser.parse_args(argv)
 
 
@@ -58,6 +60,7 @@ def evaluate_rows(model, directory: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     data = FeatureSet.load(args.features)
     params = dict(hidden=args.hidden, dropout=args.dropout, epochs=args.epochs, weight_decay=args.weight_decay)
     log.info("%d rows, %d fake, %d speakers", len(data.labels), int(data.labels.sum()), len(set(data.groups)))
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             "rows": int(len(data.labels)),
             "fake_rows": int(data.labels.sum()),
             "speakers": len(set(data.groups)),
+            "feature_spec": data.spec.to_dict(),
             "rows_per_system": dict(Counter(data.column("system"))),
             "recipe": data.recipe,
         },
