@@ -1,4 +1,8 @@
-"""Dependencies the routes declare: settings and the loaded detector."""
+"""Dependencies the routes declare: the app's settings, the loaded detector, the admission gate.
+
+Each reads what ``create_app`` put on ``app.state``, so an app built with other settings (tests,
+several apps in one process) is served its own; override them with ``app.dependency_overrides``.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,31 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.core.config import Settings, get_settings
+from api.core.config import Settings
+from api.limits import AdmissionGate
+from api.runtime import ModelSlot
 from soundsentry.detector import Detector
 from soundsentry.errors import ServiceUnavailableError
 
 
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
 def get_detector(request: Request) -> Detector:
-    detector = getattr(request.app.state, "detector", None)
+    """The detector; when the models failed to load, a due retry happens here (see ModelSlot)."""
+    models: ModelSlot = request.app.state.models
+    detector = models.get()
     if detector is None:
-        reason = getattr(request.app.state, "load_error", None) or "the models are still loading"
-        raise ServiceUnavailableError(f"The detector is not ready: {reason}. Check GET /health and retry.",
+        raise ServiceUnavailableError(f"The detector is not ready: {models.reason}. Check GET /health and retry.",
                                       error_code="model_not_loaded")
     return detector
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+def get_gate(request: Request) -> AdmissionGate:
+    return request.app.state.gate
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 DetectorDep = Annotated[Detector, Depends(get_detector)]
+GateDep = Annotated[AdmissionGate, Depends(get_gate)]

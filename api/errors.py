@@ -1,8 +1,14 @@
-"""Every error leaves as ``{"error_code": ..., "message": ...}`` with a fitting status."""
+"""Every error leaves as ``{"error_code": ..., "message": ...}`` with a fitting status.
+
+4xx: the client can fix it (the message says how). 5xx only for server faults, always with an
+``error_code``: ``model_not_loaded``, ``decoder_unavailable``, ``storage_unavailable``,
+``server_busy`` (503, with ``Retry-After``) and ``internal_error`` (500, logged with its traceback).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,9 +19,20 @@ from soundsentry.errors import SoundSentryError
 
 log = logging.getLogger("api")
 
+DEFAULT_RETRY_AFTER_S = 5
 
-def error_response(status_code: int, error_code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error_code": error_code, "message": message}, status_code=status_code, headers=headers)
+
+def error_response(status_code: int, error_code: str, message: str,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error_code": error_code, "message": message}, status_code=status_code,
+                        headers=dict(headers) if headers else None)
+
+
+class RequestBodyTooLarge(StarletteHTTPException):
+    """Raised while the body streams in, once it passes the route's limit (see api.middleware)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(status_code=413, detail=message)
 
 
 def _describe_validation(error: RequestValidationError) -> str:
@@ -26,15 +43,36 @@ def _describe_validation(error: RequestValidationError) -> str:
             parts.append(f"the multipart form field '{location}' is required")
         else:
             parts.append(f"'{location}': {item.get('msg', 'invalid')}")
-    return "Invalid request: " + "; ".join(parts) + ". See GET /docs for the expected form fields."
+    return ("Invalid request: " + "; ".join(parts) + ". Send multipart/form-data with the recording in the "
+            "field 'audio' (or 'files' for /batch-predict); see GET /docs.")
+
+
+def storage_unavailable(request: Request, cause: OSError) -> JSONResponse:
+    """The upload could not be spooled to disk: log where and why, answer 503, try to repair."""
+    spool = getattr(request.app.state, "spool", None)
+    try:
+        where = spool.directory if spool is not None else "the temp directory"
+    except OSError:
+        where = "the temp directory (none usable)"
+    log.error("%s %s: cannot spool the upload to %s: %s", request.method, request.url.path, where, cause)
+    if spool is not None:
+        spool.check()  # re-makes a private directory that was removed, so the next request may work
+    return error_response(
+        503, "storage_unavailable",
+        "The server cannot store the upload right now (its temp storage is full or not writable); this is "
+        "a server fault and has been logged. Retry later.",
+        {"Retry-After": str(DEFAULT_RETRY_AFTER_S)},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SoundSentryError)
     async def _library_error(request: Request, error: SoundSentryError) -> JSONResponse:
         if error.status_code >= 500:
-            log.error("%s %s: %s", request.method, request.url.path, error.message)
-        headers = {"Retry-After": "5"} if error.status_code == 503 else None
+            log.error("%s %s: %s %s", request.method, request.url.path, error.error_code, error.message)
+        headers = None
+        if error.status_code == 503:
+            headers = {"Retry-After": str(getattr(error, "retry_after_s", DEFAULT_RETRY_AFTER_S))}
         return error_response(error.status_code, error.error_code, error.message, headers)
 
     @app.exception_handler(RequestValidationError)
@@ -43,9 +81,33 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "file_too_large"}
-        return error_response(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail),
-                              getattr(error, "headers", None))
+        cause = error.__cause__
+        if isinstance(cause, OSError):  # spooling the multipart body to disk failed: our fault
+            return storage_unavailable(request, cause)
+        status, detail = error.status_code, str(error.detail)
+        headers = getattr(error, "headers", None)
+        if status == 400:
+            reason = detail if detail != "There was an error parsing the body" else "it is not valid multipart data"
+            return error_response(400, "invalid_request",
+                                  f"The request body could not be parsed: {reason.rstrip('.')}. Send "
+                                  "multipart/form-data with the recording in the field 'audio'.", headers)
+        if status == 404:
+            return error_response(404, "not_found", f"There is no {request.url.path}; GET / lists the endpoints.",
+                                  headers)
+        if status == 405:
+            return error_response(405, "method_not_allowed",
+                                  f"{request.method} is not allowed on {request.url.path}; GET / lists the "
+                                  "endpoints and their methods.", headers)
+        if status == 413:
+            return error_response(413, "file_too_large", detail, headers)
+        return error_response(status, "http_error", detail, headers)
+
+    @app.exception_handler(MemoryError)
+    async def _out_of_memory(request: Request, error: MemoryError) -> JSONResponse:
+        log.error("%s %s: out of memory", request.method, request.url.path)
+        return error_response(503, "insufficient_memory",
+                              "The server ran out of memory on this request; retry later or send shorter audio.",
+                              {"Retry-After": str(DEFAULT_RETRY_AFTER_S)})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

@@ -1,7 +1,9 @@
-"""The FastAPI application: ``uvicorn api.main:app``.
+"""The FastAPI application: ``uvicorn api.main:app`` (or ``uvicorn --factory api.main:create_app``).
 
 Models load once in ``lifespan``; a load failure leaves the app up with /health answering 503
-and the reason, rather than crashing the process.
+and the reason, and loading is retried lazily (``SOUNDSENTRY_MODEL_RETRY_S``) until it succeeds.
+Everything that bounds the service (keys, rate, capacity, body size) is set up here from
+:class:`~api.core.config.Settings`; see docs/SERVICE.md.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
 
 from api.core.config import Settings, get_settings  # noqa: E402
 from api.errors import install_error_handlers  # noqa: E402
+from api.limits import AdmissionGate, TokenBuckets  # noqa: E402
+from api.middleware import AccessMiddleware, BodyLimitMiddleware, ShedMiddleware  # noqa: E402
 from api.routes import health, predict  # noqa: E402
+from api.runtime import ModelSlot, UploadSpool  # noqa: E402
+from soundsentry.audio import available_decoders, ffmpeg_available  # noqa: E402
 from soundsentry.detector import Detector, DetectorConfig  # noqa: E402
-from soundsentry.errors import ModelLoadError  # noqa: E402
 
 log = logging.getLogger("api")
 
@@ -30,27 +35,51 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.detector = None
-        app.state.load_error = None
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
+        torch.set_num_threads(settings.effective_torch_threads)
+        log.info("capacity: %d concurrent job(s) x %d torch thread(s), %d queued; auth %s; rate limit %s",
+                 settings.max_concurrent_jobs, settings.effective_torch_threads, settings.max_queued_jobs,
+                 "on" if settings.auth_enabled else "off",
+                 f"{settings.rate_limit_per_minute:g}/min" if settings.rate_limit_per_minute else "off")
+        decoders = available_decoders()
+        if not decoders:
+            log.error("no audio decoder: install the ffmpeg program (apt-get install ffmpeg) or torchcodec; "
+                      "every upload will be refused with 503 decoder_unavailable")
+        elif not ffmpeg_available():
+            log.warning("the ffmpeg program is not on PATH: decoding uses torchcodec only, so damaged or "
+                        "truncated uploads it rejects are not recovered (install ffmpeg)")
+        app.state.spool.open()
+        app.state.models.load()
         try:
-            app.state.detector = Detector.load(DetectorConfig(data_dir=settings.data_dir))
-            log.info("models loaded: %s", app.state.detector.models)
-        except ModelLoadError as error:
-            app.state.load_error = error.message
-            log.error("models failed to load: %s", error.message)
-        yield
-        app.state.detector = None
+            yield
+        finally:
+            app.state.models.close()
+            app.state.spool.close()
 
     app = FastAPI(title="Sound Sentry", version="0.1.0", lifespan=lifespan,
                   description="Detects synthetic speech, per speaker and overall.")
+    app.state.settings = settings
+    app.state.models = ModelSlot(lambda: Detector.load(DetectorConfig(data_dir=settings.data_dir)),
+                                 retry_s=settings.model_retry_s)
+    app.state.spool = UploadSpool(settings.tmp_dir)
+    app.state.gate = AdmissionGate(settings.max_concurrent_jobs, settings.max_queued_jobs,
+                                   settings.queue_timeout_s, settings.busy_retry_after_s)
+    buckets = None
+    if settings.rate_limit_per_minute > 0:
+        burst = settings.rate_limit_burst or max(1, round(settings.rate_limit_per_minute))
+        buckets = TokenBuckets(settings.rate_limit_per_minute, burst)
+
+    # add_middleware wraps what is already there: the last added runs first (outermost).
+    app.add_middleware(BodyLimitMiddleware, limit_for=settings.max_body_bytes,
+                       upload_limit_bytes=settings.max_upload_bytes)
+    app.add_middleware(ShedMiddleware, gate=app.state.gate)
+    app.add_middleware(AccessMiddleware, key_digests=settings.api_key_digests(), buckets=buckets)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_origin_regex=settings.cors_origin_regex,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["*"],
+        expose_headers=["Retry-After"],
     )
     install_error_handlers(app)
     app.include_router(health.router)

@@ -72,7 +72,10 @@ class BatchResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="ok; degraded (works with less, see detail); unavailable (503: cannot analyse)"
+    )
     models_loaded: bool
     detail: str | None = None
     backends: dict[str, str] = {}
+    decoders: list[str] = []

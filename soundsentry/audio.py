@@ -36,6 +36,7 @@ from soundsentry.errors import (
     AudioTooLongError,
     DecoderUnavailableError,
     EmptyUploadError,
+    StorageUnavailableError,
     UndecodableAudioError,
     UploadTooLargeError,
 )
@@ -307,7 +308,8 @@ def _decode_with_torchcodec(data: bytes, limits: DecodeLimits) -> np.ndarray:
         # Resample here, but downmix ourselves: libswresample's 7.1 -> mono matrix sums channels
         # (8 identical channels came out 4.4x louder), where we want their mean.
         decoder = decoder_class(data, sample_rate=SAMPLE_RATE)
-        claimed_s = decoder.metadata.duration_seconds_from_header
+        # duration_seconds falls back to the container's header (WEBM/Matroska keep it only there).
+        claimed_s = decoder.metadata.duration_seconds
         if claimed_s is not None and claimed_s > limits.max_duration_s:
             raise _too_long(claimed_s, limits, claimed=True)
         # Streams may start at a non-zero timestamp (a cut from a recording); reading from 0 finds
@@ -334,13 +336,27 @@ def _decode_with_ffmpeg(data: bytes, limits: DecodeLimits, *, needs_seek: bool =
                    "-ar", str(SAMPLE_RATE), "-f", "wav", "pipe:1"]  # fmt: skip
     base_args = [program, "-nostdin", "-hide_banner", "-loglevel", "error", "-i"]
     if needs_seek:
-        with tempfile.TemporaryDirectory(prefix="soundsentry-") as tmp_dir:
-            with tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".upload", delete=False) as tmp_file:
-                tmp_file.write(data)
+        try:
+            tmp_dir_context = tempfile.TemporaryDirectory(prefix="soundsentry-")
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+        with tmp_dir_context as tmp_dir:
+            try:
+                with tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".upload", delete=False) as tmp_file:
+                    tmp_file.write(data)
+            except OSError as exc:
+                raise _storage_error(exc) from exc
             wav_bytes = _run_ffmpeg([*base_args, tmp_file.name, *output_args], None, limits.ffmpeg_timeout_s)
     else:
         wav_bytes = _run_ffmpeg([*base_args, "pipe:0", *output_args], data, limits.ffmpeg_timeout_s)
     return _float_wav_to_mono(wav_bytes)
+
+
+def _storage_error(exc: OSError) -> StorageUnavailableError:
+    return StorageUnavailableError(
+        f"The server could not write a temporary copy of the upload for ffmpeg ({exc.strerror or exc}); "
+        "this is a server fault. Retry later, or upload WAV, MP3, WEBM/Opus, OGG or FLAC, which need no copy."
+    )
 
 
 def _run_ffmpeg(args: list[str], stdin_bytes: bytes | None, timeout_s: float) -> bytes:
@@ -348,6 +364,11 @@ def _run_ffmpeg(args: list[str], stdin_bytes: bytes | None, timeout_s: float) ->
     stdin: dict[str, Any] = {"input": stdin_bytes} if stdin_bytes is not None else {"stdin": subprocess.DEVNULL}
     try:
         completed = subprocess.run(args, capture_output=True, timeout=timeout_s, check=False, **stdin)
+    except OSError as exc:  # the program vanished, or no process/memory could be had for it
+        raise DecoderUnavailableError(
+            f"The server could not start the ffmpeg program ({exc.strerror or exc}); this is a server fault. "
+            "Retry later."
+        ) from exc
     except subprocess.TimeoutExpired as exc:  # subprocess.run has killed and reaped it
         raise UndecodableAudioError(
             f"Decoding took longer than {timeout_s:g} s and was stopped. Upload a shorter file. "

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from soundsentry.audio import DecodeLimits, Waveform, decode_audio
 from soundsentry.classifier import TkanArtifacts, load_tkan_artifacts
-from soundsentry.diarization import DiarizerConfig, EmbeddedDiarizer
+from soundsentry.diarization import BackendChoice, DiarizerConfig, EmbeddedDiarizer, load_speech_backends
 from soundsentry.encoder import SpeakerNetwork
 from soundsentry.features import segment_features
 from soundsentry.report import Report, SegmentResult
@@ -38,6 +38,9 @@ class DetectorConfig:
     vad: VadConfig = field(default_factory=VadConfig)
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     diarizer: DiarizerConfig = field(default_factory=DiarizerConfig)
+    # "auto": pyannote when a pipeline is in pyannote_dir (or HUGGING_FACE_TOKEN is set), else embedded
+    diarization_backend: BackendChoice = "auto"
+    pyannote_dir: Path | None = None  # default model/speaker-diarization-community-1
 
 
 class _Timer:
@@ -75,23 +78,36 @@ class Detector:
 
     @classmethod
     def load(cls, config: DetectorConfig = DetectorConfig()) -> Detector:
-        """Load every model once. Raises :class:`~soundsentry.errors.ModelLoadError`."""
+        """Load every model once. Raises :class:`~soundsentry.errors.ModelLoadError`.
+
+        The VAD and diarizer come from ``config.diarization_backend`` (see
+        :func:`~soundsentry.diarization.load_speech_backends`): pyannote's pipeline and VAD when one
+        is available, else Silero VAD and the embedded diarizer.
+        """
         network = SpeakerNetwork()
-        return cls(
+        backends = load_speech_backends(
+            config.diarization_backend, network=network, vad_config=config.vad,
+            diarizer_config=config.diarizer, pyannote_dir=config.pyannote_dir,
+        )
+        detector = cls(
             config=config,
-            vad=SileroVad(config.vad),
+            vad=backends.vad,
             network=network,
             tkan=load_tkan_artifacts(config.data_dir),
-            diarizer=EmbeddedDiarizer(network, config.diarizer),
+            diarizer=backends.diarizer,
         )
+        detector.speech_backends = backends
+        return detector
 
     @property
     def models(self) -> dict[str, str]:
+        backends = getattr(self, "speech_backends", None)  # set by load(); absent on hand-built detectors
         return {
             "vad": self.vad.name,
             "speaker_network": self.network.name,
             "tkan_classifier": f"mlp {self.tkan.spec.key}",
             "diarization": self.diarizer.name,
+            "diarization_backend": backends.describe() if backends else type(self.diarizer).__name__,
         }
 
     def predict_bytes(

@@ -1,116 +1,470 @@
-"""Who spoke when: the embedded diarizer (offline, no token), output as a pyannote ``Annotation``.
+"""Who spoke when: the diarization backends behind one interface, and the embedded default.
 
-Speech regions from the VAD → 1.6 s windows every ``hop_s`` seconds → Resemblyzer d-vectors →
-agglomerative clustering on cosine distance with a distance threshold (so the number of speakers
-is estimated, not fixed) → tiny clusters folded into their nearest neighbour → each 0.1 s step of
-speech takes the label of the window centred nearest to it → runs of one label become turns.
+Backends
+--------
+``embedded`` (default; offline, no token): :class:`EmbeddedDiarizer` over the Silero VAD regions.
+``pyannote``: pyannote.audio's speaker-diarization pipeline and the VAD of its segmentation model
+(:mod:`soundsentry.pyannote_backend`), from a local directory under ``model/`` or with a Hugging Face
+token. :func:`load_speech_backends` chooses; ``auto`` takes pyannote when it is available.
+Every diarizer is ``diarizer(samples, regions, uri=...) -> pyannote.core.Annotation``.
+
+The embedded diarizer
+---------------------
+::
+
+    VAD regions ─► 1.6 s windows every hop_s ─► Resemblyzer d-vectors (streamed, bounded memory)
+                ─► agglomerative clustering, speaker count from a distance threshold
+                ─► frame scores every step_s: similarity of the windows covering a frame to each speaker
+                ─► Viterbi: a cost per change of speaker, smaller across a pause ─► turns (Annotation)
+
+One label per frame, so overlapped speech is never counted twice (it is attributed to one of
+the speakers). Measured with ``scripts/evaluate_diarization.py``; see docs/DIARIZATION.md.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
 
 import numpy as np
+import torch
 from pyannote.core import Annotation, Segment
-from sklearn.cluster import AgglomerativeClustering
+from scipy.cluster.hierarchy import fcluster, linkage
 
-from soundsentry.encoder import SAMPLE_RATE, SpeakerNetwork
-from soundsentry.vad import SpeechRegion
+from soundsentry.encoder import HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES, SpeakerNetwork
+from soundsentry.errors import ModelLoadError
+from soundsentry.vad import SileroVad, SpeechRegion, VadConfig
+
+logger = logging.getLogger(__name__)
+
+BackendChoice = Literal["auto", "embedded", "pyannote"]
+BACKENDS: tuple[str, ...] = ("auto", "embedded", "pyannote")
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+FRAMES_PER_S = SAMPLE_RATE // HOP_SAMPLES  # mel frames per second (100)
+
+
+class Diarizer(Protocol):
+    """What the detector calls: speaker turns of ``samples`` ((time,) float32, 16 kHz) within ``regions``."""
+
+    name: str
+
+    def __call__(self, samples: np.ndarray, regions: list[SpeechRegion], uri: str = "upload") -> Annotation: ...
+
+
+class Vad(Protocol):
+    """Speech regions of ``samples`` ((time,) float32, 16 kHz)."""
+
+    name: str
+
+    def __call__(self, samples: np.ndarray) -> list[SpeechRegion]: ...
 
 
 @dataclass(frozen=True)
 class DiarizerConfig:
-    hop_s: float = 0.4  # window hop inside a speech region
-    min_region_s: float = 0.4  # regions shorter than this take their neighbours' speaker
-    distance_threshold: float = 0.30  # cosine distance, average linkage
-    min_cluster_windows: int = 3  # smaller clusters are merged into the closest one
+    """Settings of :class:`EmbeddedDiarizer`; the defaults are the measured ones (docs/DIARIZATION.md)."""
+
+    hop_s: float = 0.8  # window hop inside a speech region (windows are 1.6 s; cost grows as 1 / hop)
+    min_region_s: float = 0.3  # shorter regions are not embedded; they take their neighbours' speaker
+    batch_windows: int = 64  # windows embedded per batch: bounds memory on long audio
+    smooth_windows: int = 1  # clustering sees each window averaged with this many neighbours each side
+    distance_threshold: float = 0.30  # cosine distance at which average-linkage clustering stops merging
+    min_speaker_s: float = 3.2  # a cluster with less speech than this (windows x hop) is not a speaker
+    max_cluster_windows: int = 2000  # more windows are clustered on an even subsample, then assigned
+    refine_iterations: int = 0  # re-estimate speakers from the Viterbi turns and decode again (measured: no gain)
     step_s: float = 0.1  # resolution of the output turns
-    min_turn_s: float = 0.3  # shorter runs are absorbed by the neighbouring turn
+    change_cost: float = 0.3  # Viterbi cost of a speaker change inside a speech region (similarity units)
+    pause_change_cost: float = 0.05  # ... and across a pause between regions
+    snap_s: float = 0.3  # move a change of speaker to the quietest point within this distance ...
+    pause_db: float = 25.0  # ... and cut out the pause there: frames this far below the loudest nearby
+    merge_gap_s: float = 0.5  # a speaker's turns closer than this are joined (as in the AMI references)
+
+
+@dataclass(frozen=True, eq=False)
+class WindowEmbeddings:
+    """d-vectors of the windows over the speech.
+
+    Attributes
+    ----------
+    starts, ends : (window,) seconds from the start of the audio
+    regions : (window,) index of the speech region each window lies in
+    vectors : (window, dimension) L2-normalised embeddings
+    """
+
+    starts: np.ndarray
+    ends: np.ndarray
+    regions: np.ndarray
+    vectors: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.starts.size)
+
+
+def embed_windows(
+    network: SpeakerNetwork, samples: np.ndarray, regions: list[SpeechRegion], *,
+    hop_s: float = 0.8, min_region_s: float = 0.3, batch_windows: int = 64,
+) -> WindowEmbeddings:
+    """Embed 1.6 s windows every ``hop_s`` inside each region (one shorter window for a short region).
+
+    Streams: mels are computed per batch of ``batch_windows`` windows, and only the embeddings are
+    kept, so memory stays bounded whatever the length of the audio.
+    """
+    hop_frames = max(1, round(hop_s * FRAMES_PER_S))
+    starts, ends, owners, vectors = [], [], [], []
+    for index, region in enumerate(regions):
+        if region.duration < min_region_s:
+            continue
+        first = int(round(region.start * SAMPLE_RATE))
+        crop = samples[first : int(round(region.end * SAMPLE_RATE))]
+        n_frames = 1 + crop.size // HOP_SAMPLES  # what the centred mel transform gives
+        window_starts = network.window_starts(n_frames, hop_frames)
+        for group in np.array_split(window_starts, max(1, -(-window_starts.size // batch_windows))):
+            lo, hi = int(group[0]), int(min(group[-1] + WINDOW_FRAMES, n_frames))
+            mels = network.mels(crop[lo * HOP_SAMPLES : hi * HOP_SAMPLES])
+            length = min(WINDOW_FRAMES, mels.shape[0])
+            batch = torch.stack([mels[s - lo : s - lo + length] for s in group.tolist()])
+            with torch.inference_mode():
+                _, embedding = network.net(batch)
+            vectors.append(embedding.numpy())
+            window_start = region.start + group / FRAMES_PER_S
+            starts.append(window_start)
+            ends.append(np.minimum(window_start + length / FRAMES_PER_S, region.end))
+            owners.append(np.full(group.size, index))
+    if not vectors:
+        return WindowEmbeddings(np.zeros(0), np.zeros(0), np.zeros(0, dtype=int), np.zeros((0, network.dimension), np.float32))
+    return WindowEmbeddings(np.concatenate(starts), np.concatenate(ends), np.concatenate(owners), np.concatenate(vectors))
+
+
+def cluster_embeddings(vectors: np.ndarray, distance_threshold: float, min_size: int = 1, max_windows: int = 2000) -> np.ndarray:
+    """Speaker labels 0..k-1 for (window, dimension) unit vectors, the number of speakers estimated.
+
+    Average-linkage agglomerative clustering on cosine distance, cut at ``distance_threshold``;
+    clusters smaller than ``min_size`` windows are folded into the most similar large one. Above
+    ``max_windows`` windows, an even subsample is clustered and every window joins the closest centroid
+    (memory and time stay bounded: linkage needs the n² pairwise distances).
+    """
+    n = len(vectors)
+    if n < 2:
+        return np.zeros(n, dtype=int)
+    sample = np.linspace(0, n - 1, max_windows).round().astype(int) if n > max_windows else np.arange(n)
+    labels = fcluster(linkage(vectors[sample], method="average", metric="cosine"), t=distance_threshold, criterion="distance") - 1
+    counts = np.bincount(labels)
+    large = np.flatnonzero(counts >= min(min_size, counts.max()))
+    centroids = _unit(np.stack([vectors[sample][labels == c].mean(axis=0) for c in large]))
+    return _relabel_by_first_appearance(np.argmax(vectors @ centroids.T, axis=1))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+
+def _relabel_by_first_appearance(labels: np.ndarray) -> np.ndarray:
+    """0 for the first label seen, 1 for the next new one... (SPEAKER_00 speaks first)."""
+    _, first_seen = np.unique(labels, return_index=True)
+    order = labels[np.sort(first_seen)]
+    mapping = np.empty(labels.max() + 1, dtype=int)
+    mapping[order] = np.arange(order.size)
+    return mapping[labels]
+
+
+def frame_scores(
+    windows: WindowEmbeddings, centroids: np.ndarray, frame_times: np.ndarray,
+) -> np.ndarray:
+    """(frame, speaker) similarity of each frame to each speaker.
+
+    A frame's score is the mean cosine similarity to the speaker's centroid of the windows that
+    cover it, weighted by a triangle peaking at each window's centre; frames no window covers take
+    the scores of the window whose centre is nearest.
+    """
+    similarity = windows.vectors @ centroids.T  # (window, speaker)
+    centres = (windows.starts + windows.ends) / 2
+    half = np.maximum((windows.ends - windows.starts) / 2, 1e-3)
+    scores = np.zeros((frame_times.size, centroids.shape[0]))
+    weights = np.zeros(frame_times.size)
+    order = np.argsort(windows.starts, kind="stable")
+    first = np.searchsorted(frame_times, windows.starts[order], side="left")
+    last = np.searchsorted(frame_times, windows.ends[order], side="left")
+    for w, lo, hi in zip(order, first, last):
+        if hi <= lo:
+            continue
+        weight = 1.0 - np.abs(frame_times[lo:hi] - centres[w]) / (half[w] * 1.05)
+        scores[lo:hi] += weight[:, None] * similarity[w]
+        weights[lo:hi] += weight
+    uncovered = weights <= 0
+    if uncovered.any():
+        nearest = np.abs(frame_times[uncovered, None] - centres[None, :]).argmin(axis=1)
+        scores[uncovered] = similarity[nearest]
+        weights[uncovered] = 1.0
+    return scores / weights[:, None]
+
+
+def viterbi(scores: np.ndarray, change_costs: np.ndarray) -> np.ndarray:
+    """Best label sequence for (frame, speaker) ``scores`` with ``change_costs[f]`` to change at frame f."""
+    n_frames, n_speakers = scores.shape
+    if n_speakers == 1 or n_frames == 0:
+        return np.zeros(n_frames, dtype=int)
+    back = np.zeros((n_frames, n_speakers), dtype=np.int32)
+    total = scores[0].copy()
+    for f in range(1, n_frames):
+        best = int(total.argmax())
+        switch = total[best] - change_costs[f]
+        stay = total >= switch
+        back[f] = np.where(stay, np.arange(n_speakers), best)
+        total = np.where(stay, total, switch) + scores[f]
+    path = np.empty(n_frames, dtype=int)
+    path[-1] = int(total.argmax())
+    for f in range(n_frames - 1, 0, -1):
+        path[f - 1] = back[f, path[f]]
+    return path
+
+
+def smooth_within_regions(windows: WindowEmbeddings, radius: int) -> np.ndarray:
+    """(window, dimension) unit vectors, each the weighted mean of itself (1) and up to ``radius``
+    neighbours each side (0.5) in the same speech region: less noisy, for clustering only."""
+    if radius <= 0 or len(windows) < 2:
+        return windows.vectors
+    out = windows.vectors.copy()
+    for region in np.unique(windows.regions):
+        index = np.flatnonzero(windows.regions == region)
+        if index.size < 2:
+            continue
+        index = index[np.argsort(windows.starts[index], kind="stable")]
+        x = windows.vectors[index]
+        total, weight = x.copy(), np.ones((index.size, 1))
+        for shift in range(1, radius + 1):
+            total[shift:] += 0.5 * x[:-shift]
+            weight[shift:] += 0.5
+            total[:-shift] += 0.5 * x[shift:]
+            weight[:-shift] += 0.5
+        out[index] = _unit(total / weight)
+    return out
+
+
+def frame_levels_db(samples: np.ndarray, start_s: float, end_s: float, frame_s: float = 0.01) -> np.ndarray:
+    """(frame,) level in dB of consecutive ``frame_s`` frames of ``samples`` between the two times."""
+    hop = int(round(frame_s * SAMPLE_RATE))
+    lo = max(0, int(round(start_s * SAMPLE_RATE)))
+    hi = min(samples.size, int(round(end_s * SAMPLE_RATE)))
+    n = max(0, (hi - lo) // hop)
+    frames = samples[lo : lo + n * hop].reshape(n, hop).astype(np.float64)
+    return 10 * np.log10(np.mean(frames**2, axis=1) + 1e-10)
+
+
+@dataclass(frozen=True)
+class _Turn:
+    start: float
+    end: float
+    speaker: int
+    region: int
 
 
 class EmbeddedDiarizer:
-    """Diarization from the shipped speaker network alone."""
+    """Diarization from the shipped speaker network alone (see the module docstring)."""
 
-    name = "embedded (resemblyzer + agglomerative)"
+    name = "embedded (resemblyzer d-vectors + agglomerative clustering + viterbi)"
 
     def __init__(self, network: SpeakerNetwork, config: DiarizerConfig = DiarizerConfig()) -> None:
         self.network = network
         self.config = config
 
-    def embed(self, samples: np.ndarray, regions: list[SpeechRegion]) -> tuple[np.ndarray, np.ndarray]:
-        """d-vectors of windows over the speech. Returns (centres (window,), embeddings (window, 256))."""
-        centres, embeddings = [], []
-        for region in regions:
-            if region.duration < self.config.min_region_s:
-                continue
-            first = int(region.start * SAMPLE_RATE)
-            crop = samples[first : int(region.end * SAMPLE_RATE)]
-            windows = self.network.analyse(crop, hop_s=self.config.hop_s)
-            length = min(self.network.window_s, region.duration)
-            centres.append(region.start + windows.starts + length / 2)
-            embeddings.append(windows.embeddings)
-        if not centres:
-            return np.zeros(0), np.zeros((0, self.network.dimension), dtype=np.float32)
-        return np.concatenate(centres), np.concatenate(embeddings)
+    def embed(self, samples: np.ndarray, regions: list[SpeechRegion]) -> WindowEmbeddings:
+        c = self.config
+        return embed_windows(self.network, samples, regions, hop_s=c.hop_s, min_region_s=c.min_region_s, batch_windows=c.batch_windows)
 
-    def cluster(self, embeddings: np.ndarray) -> np.ndarray:
-        """Labels 0..n-1 for each window, the number of speakers estimated from the data."""
-        if len(embeddings) < 2:
-            return np.zeros(len(embeddings), dtype=int)
-        labels = AgglomerativeClustering(
-            n_clusters=None,
-            distance_threshold=self.config.distance_threshold,
-            metric="cosine",
-            linkage="average",
-        ).fit_predict(embeddings)
-        return self._fold_small_clusters(embeddings, labels)
+    def cluster(self, windows: WindowEmbeddings) -> np.ndarray:
+        """(speaker, dimension) centroids of the speakers found among the windows."""
+        c = self.config
+        vectors = smooth_within_regions(windows, c.smooth_windows)
+        labels = cluster_embeddings(vectors, c.distance_threshold, self._min_windows, c.max_cluster_windows)
+        return _unit(np.stack([windows.vectors[labels == k].mean(axis=0) for k in range(labels.max() + 1)]))
 
-    def _fold_small_clusters(self, embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        counts = np.bincount(labels)
-        large = np.flatnonzero(counts >= self.config.min_cluster_windows)
-        if large.size == 0:
-            return np.zeros_like(labels)
-        centroids = np.stack([embeddings[labels == c].mean(axis=0) for c in large])
-        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-        small = ~np.isin(labels, large)
-        labels = labels.copy()
-        if small.any():
-            labels[small] = large[np.argmax(embeddings[small] @ centroids.T, axis=1)]
-        # relabel by order of first appearance: SPEAKER_00 speaks first
-        _, first_seen = np.unique(labels, return_index=True)
-        order = labels[np.sort(first_seen)]
-        return np.searchsorted(order, labels, sorter=np.argsort(order)) if order.size else labels
+    @property
+    def _min_windows(self) -> int:
+        return max(1, int(np.ceil(self.config.min_speaker_s / self.config.hop_s - 1e-9)))
 
     def __call__(self, samples: np.ndarray, regions: list[SpeechRegion], uri: str = "upload") -> Annotation:
-        centres, embeddings = self.embed(samples, regions)
         annotation = Annotation(uri=uri)
-        if len(centres) == 0:
+        regions = [r for r in regions if r.duration > 0]
+        if not regions:
+            return annotation
+        windows = self.embed(samples, regions)
+        if len(windows) == 0:  # only regions too short to embed: one speaker
             for index, region in enumerate(regions):
                 annotation[Segment(region.start, region.end), index] = "SPEAKER_00"
             return annotation
-        labels = self.cluster(embeddings)
-        step = self.config.step_s
-        for index, region in enumerate(regions):
-            times = np.arange(region.start, region.end, step) + step / 2
-            nearest = np.abs(times[:, None] - centres[None, :]).argmin(axis=1)
-            frame_labels = self._smooth(labels[nearest], int(round(self.config.min_turn_s / step)))
-            boundaries = np.flatnonzero(np.diff(frame_labels)) + 1
-            for run in np.split(np.arange(len(times)), boundaries):
-                start = max(region.start, times[run[0]] - step / 2)
-                end = min(region.end, times[run[-1]] + step / 2)
-                annotation[Segment(start, end), (index, int(run[0]))] = f"SPEAKER_{frame_labels[run[0]]:02d}"
+        centroids = self.cluster(windows)
+        times, owners = self._frames(regions)
+        costs = np.where(np.diff(owners, prepend=owners[0]) != 0, self.config.pause_change_cost, self.config.change_cost)
+        for iteration in range(self.config.refine_iterations + 1):
+            labels = viterbi(frame_scores(windows, centroids, times), costs)
+            if iteration == self.config.refine_iterations:
+                break
+            refined = self._reestimate(windows, times, labels)
+            if refined is None:
+                break
+            centroids = refined
+        labels = _relabel_by_first_appearance(labels)
+        turns = self._turns(regions, times, owners, labels)
+        if self.config.snap_s > 0:
+            turns = self._snap_to_pauses(samples, turns)
+        for index, turn in enumerate(turns):
+            if turn.end > turn.start:
+                annotation[Segment(turn.start, turn.end), index] = f"SPEAKER_{turn.speaker:02d}"
+        if self.config.merge_gap_s > 0:
+            annotation = annotation.support(collar=self.config.merge_gap_s)
         return annotation
 
-    @staticmethod
-    def _smooth(frame_labels: np.ndarray, min_run: int) -> np.ndarray:
-        """Absorb runs shorter than ``min_run`` steps into the preceding (or following) run."""
-        labels = frame_labels.copy()
-        if min_run <= 1 or labels.size == 0:
-            return labels
-        boundaries = np.flatnonzero(np.diff(labels)) + 1
-        runs = np.split(np.arange(labels.size), boundaries)
-        for i, run in enumerate(runs):
-            if len(run) < min_run and len(runs) > 1:
-                neighbour = runs[i - 1] if i > 0 else runs[i + 1]
-                labels[run] = labels[neighbour[0]]
-        return labels
+    def _frames(self, regions: list[SpeechRegion]) -> tuple[np.ndarray, np.ndarray]:
+        """Frame centres every ``step_s`` inside the regions (at least one per region), and their region."""
+        step = self.config.step_s
+        times, owners = [], []
+        for index, region in enumerate(regions):
+            n = max(1, int(round(region.duration / step)))
+            times.append(region.start + (np.arange(n) + 0.5) * region.duration / n)
+            owners.append(np.full(n, index))
+        return np.concatenate(times), np.concatenate(owners)
+
+    def _reestimate(self, windows: WindowEmbeddings, times: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+        """Centroids from the windows the decoded turns give each speaker; speakers left with less
+        than ``min_speaker_s`` of speech are dropped. None when nothing changes."""
+        centres = (windows.starts + windows.ends) / 2
+        window_labels = labels[np.clip(np.searchsorted(times, centres), 0, times.size - 1)]
+        speech = np.bincount(labels) * self.config.step_s
+        kept = [k for k in np.unique(window_labels) if speech[k] >= self.config.min_speaker_s] or [int(np.argmax(speech))]
+        return _unit(np.stack([windows.vectors[window_labels == k].mean(axis=0) if (window_labels == k).any() else 0 * windows.vectors[0] for k in kept]))
+
+    def _turns(self, regions: list[SpeechRegion], times: np.ndarray, owners: np.ndarray, labels: np.ndarray) -> list[_Turn]:
+        """Runs of one label inside a region become turns, cut half-way between frames."""
+        turns = []
+        change = np.flatnonzero((np.diff(labels) != 0) | (np.diff(owners) != 0)) + 1
+        for run in np.split(np.arange(labels.size), change):
+            first, last = run[0], run[-1]
+            region = regions[owners[first]]
+            start = region.start if first == 0 or owners[first - 1] != owners[first] else (times[first - 1] + times[first]) / 2
+            end = region.end if last == labels.size - 1 or owners[last + 1] != owners[last] else (times[last] + times[last + 1]) / 2
+            turns.append(_Turn(float(start), float(end), int(labels[first]), int(owners[first])))
+        return turns
+
+    def _snap_to_pauses(self, samples: np.ndarray, turns: list[_Turn]) -> list[_Turn]:
+        """Move each change of speaker inside a region to the quietest point within ``snap_s``, and
+        cut the pause out when there is one (``pause_db`` below the loudest frame around)."""
+        c = self.config
+        out = list(turns)
+        for i in range(len(out) - 1):
+            left, right = out[i], out[i + 1]
+            if left.region != right.region or left.speaker == right.speaker:
+                continue
+            boundary = left.end
+            lo = max(left.start + 0.5 * (boundary - left.start), boundary - c.snap_s)
+            hi = min(right.end - 0.5 * (right.end - boundary), boundary + c.snap_s)
+            context = frame_levels_db(samples, boundary - 1.0, boundary + 1.0)
+            levels = frame_levels_db(samples, lo, hi)
+            if levels.size < 3 or context.size == 0:
+                continue
+            smoothed = np.convolve(levels, np.ones(3) / 3, mode="same")
+            quiet = smoothed < context.max() - c.pause_db
+            if quiet.any():
+                edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(int), [0]])))
+                runs = list(zip(edges[::2], edges[1::2]))
+                centre = (boundary - lo) / 0.01
+                first, last = min(runs, key=lambda r: (abs((r[0] + r[1]) / 2 - centre), -(r[1] - r[0])))
+                cut_start, cut_end = lo + first * 0.01, lo + last * 0.01
+            else:
+                cut_start = cut_end = lo + (int(np.argmin(smoothed)) + 0.5) * 0.01
+            out[i] = _Turn(left.start, cut_start, left.speaker, left.region)
+            out[i + 1] = _Turn(cut_end, right.end, right.speaker, right.region)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# choosing a backend
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class SpeechBackends:
+    """The VAD and diarizer to use together, and why they were chosen.
+
+    Attributes
+    ----------
+    backend : "embedded" or "pyannote"
+    vad : speech regions (Silero for embedded, the pipeline's segmentation model for pyannote)
+    diarizer : speaker turns
+    reason : one line for logs and ``/info`` (which directory or token, or why pyannote was not used)
+    """
+
+    backend: str
+    vad: Vad
+    diarizer: Diarizer
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.backend}: {self.diarizer.name} with {self.vad.name} ({self.reason})"
+
+
+def default_pyannote_dir() -> Path:
+    from soundsentry.pyannote_backend import PIPELINE_ID
+
+    return DEFAULT_MODEL_DIR / PIPELINE_ID.split("/")[-1]
+
+
+def load_speech_backends(
+    choice: str = "auto", *, network: SpeakerNetwork | None = None, vad_config: VadConfig = VadConfig(),
+    diarizer_config: DiarizerConfig = DiarizerConfig(), pyannote_dir: Path | None = None, token: str | None = None,
+) -> SpeechBackends:
+    """Load the VAD and diarizer for ``choice``.
+
+    Parameters
+    ----------
+    choice
+        ``"embedded"``; ``"pyannote"`` (fails with :class:`ModelLoadError` when no pipeline loads);
+        ``"auto"``: pyannote from ``pyannote_dir`` when it holds a ``config.yaml``, else from the hub
+        when a token is given (``token`` or the ``HUGGING_FACE_TOKEN`` variable), else, or when that
+        fails, the embedded diarizer (with the reason logged and kept in ``reason``).
+    network
+        The speaker network the embedded diarizer uses (shared with TKAN); loaded when not given.
+    pyannote_dir
+        A local pipeline directory; default ``model/speaker-diarization-community-1``.
+    """
+    if choice not in BACKENDS:
+        raise ValueError(f"diarization backend must be one of {', '.join(BACKENDS)}, got {choice!r}")
+    if choice != "embedded":
+        from soundsentry import pyannote_backend
+
+        directory = pyannote_dir or default_pyannote_dir()
+        token = token or os.environ.get(pyannote_backend.TOKEN_ENV) or None
+        if (directory / "config.yaml").is_file():
+            source, shown = directory, str(directory)
+        elif token:
+            source, shown = pyannote_backend.PIPELINE_ID, f"{pyannote_backend.PIPELINE_ID} from the hub"
+        else:
+            source, shown = None, ""
+        failure = (
+            f"no pipeline in {directory} and {pyannote_backend.TOKEN_ENV} is not set "
+            "(`python -m scripts.entry export` prepares one)"
+        )
+        if source is not None:
+            try:
+                pipeline = pyannote_backend.load_pipeline(source, token=token)
+                return SpeechBackends(
+                    backend="pyannote",
+                    vad=pyannote_backend.PyannoteVad(pipeline, vad_config, source=shown),
+                    diarizer=pyannote_backend.PyannoteDiarizer(pipeline, source=shown),
+                    reason=f"pipeline loaded from {shown}",
+                )
+            except ModelLoadError as error:
+                if choice == "pyannote":
+                    raise
+                failure = error.message
+        elif choice == "pyannote":
+            raise ModelLoadError(f"The pyannote backend was requested but {failure}.")
+        logger.warning("pyannote diarization unavailable, using the embedded diarizer: %s", failure)
+        reason = f"pyannote unavailable: {failure}"
+    else:
+        reason = "requested"
+    network = network or SpeakerNetwork()
+    return SpeechBackends(
+        backend="embedded", vad=SileroVad(vad_config), diarizer=EmbeddedDiarizer(network, diarizer_config), reason=reason,
+    )

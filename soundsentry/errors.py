@@ -63,6 +63,12 @@ class DecoderUnavailableError(ServiceUnavailableError):
     error_code = "decoder_unavailable"
 
 
+class StorageUnavailableError(ServiceUnavailableError):
+    """The server cannot write a temporary file it needs (disk full, temp directory not writable)."""
+
+    error_code = "storage_unavailable"
+
+
 class ModelLoadError(SoundSentryError):
     """A shipped or user-provided model artefact is missing, corrupt or mismatched."""
 

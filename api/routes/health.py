@@ -1,11 +1,17 @@
-"""Service status: GET /, /health and /info."""
+"""Service status: GET /, /health and /info.
+
+``/health`` is open (no API key, no rate limit) and cheap. It answers 503 while the service cannot
+analyse anything (models not loaded, no audio decoder) and 200 otherwise: ``ok``, or ``degraded``
+with the reason when it works with less (no ffmpeg program, temp storage not writable).
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import DetectorDep, SettingsDep
+from api.deps import DetectorDep, GateDep, SettingsDep
+from api.runtime import ModelSlot, UploadSpool
 from api.schemas import HealthResponse
 from soundsentry.audio import available_decoders
 
@@ -24,16 +30,31 @@ def root() -> dict:
 
 @router.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
 def health(request: Request):
-    detector = getattr(request.app.state, "detector", None)
+    models: ModelSlot = request.app.state.models
+    spool: UploadSpool = request.app.state.spool
+    detector = models.get()  # retries a failed load when one is due
+    decoders = list(available_decoders())
+    problems = []
     if detector is None:
-        body = HealthResponse(status="unavailable", models_loaded=False,
-                              detail=getattr(request.app.state, "load_error", None) or "models loading")
+        problems.append(models.reason)
+    if not decoders:
+        problems.append("no audio decoder is installed (install the ffmpeg program or torchcodec)")
+    if detector is None or problems:
+        body = HealthResponse(status="unavailable", models_loaded=detector is not None, detail="; ".join(problems),
+                              decoders=decoders)
         return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
-    return HealthResponse(status="ok", models_loaded=True, backends=detector.models)
+    degraded = []
+    if "ffmpeg" not in decoders:
+        degraded.append("the ffmpeg program is missing: damaged uploads that torchcodec rejects are not recovered")
+    storage_problem = spool.check()
+    if storage_problem:
+        degraded.append(f"uploads over 1 MiB will be refused: {storage_problem}")
+    return HealthResponse(status="degraded" if degraded else "ok", models_loaded=True,
+                          detail="; ".join(degraded) or None, backends=detector.models, decoders=decoders)
 
 
 @router.get("/info")
-def info(detector: DetectorDep, settings: SettingsDep) -> dict:
+def info(detector: DetectorDep, settings: SettingsDep, gate: GateDep) -> dict:
     return {
         **detector.info(),
         "decoders": list(available_decoders()),
@@ -41,6 +62,9 @@ def info(detector: DetectorDep, settings: SettingsDep) -> dict:
         "limits": {
             "max_upload_mb": settings.max_upload_mb,
             "max_duration_s": settings.max_duration_s,
+            "max_diarization_s": min(settings.max_duration_s, settings.max_diarization_s),
             "max_batch_files": settings.max_batch_files,
+            "rate_limit_per_minute": settings.rate_limit_per_minute or None,
         },
+        "capacity": {**gate.stats(), "torch_threads": settings.effective_torch_threads},
     }

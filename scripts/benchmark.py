@@ -1,0 +1,456 @@
+"""Benchmark the real service over loopback: ``python -m scripts.benchmark [--quick] [--output FILE]``.
+
+Starts ``uvicorn api.main:app`` on 127.0.0.1 (a free port) as a subprocess, with the default
+settings unless ``--server-env NAME=VALUE`` says otherwise, and measures:
+
+- start-up: seconds from launch until ``GET /health`` answers 200;
+- latency of a 4 s WEBM/Opus chunk at 32 kb/s (espeak-ng speech, like the browser extension's
+  ``audio-chunk.webm``) through ``POST /predict``, one client: p50/p95/p99, and the median of each
+  stage the report times (``timings_ms``: decode, vad, segmentation, tkan);
+- throughput (chunks/s) with 1, 4 and 16 concurrent clients, and their latencies and errors;
+- real-time factor (processing time / audio duration) on 60 s and 10 min recordings of
+  alternating espeak-ng voices, with and without diarization;
+- peak RSS of the server process (``VmHWM`` from /proc, or psutil when installed).
+
+Writes a JSON report (``--output``) and prints a table. Every phase is bounded in requests and
+time; everything stays on the loopback interface. Needs espeak-ng, ffmpeg and httpx
+(requirements-dev.txt). Run it niced on a shared machine: ``nice -n 10 .venv/bin/python -m scripts.benchmark``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_RATE = 16_000
+CHUNK_S = 4.0
+SENTENCES = (
+    ("en-us+m3", 30, "Good morning, could we talk about the schedule for next week before the meeting starts?"),
+    ("en-us+f4", 70, "Of course, I think Tuesday afternoon works well for me, and Wednesday is also free."),
+    ("en-us+m3", 30, "Great, then let us book the small meeting room at three and invite the whole team."),
+    ("en-us+f4", 70, "Perfect, I will send everyone an invitation this evening with the agenda attached."),
+    ("en-us+m3", 30, "Please remind them to bring the quarterly figures and the draft of the new budget."),
+    ("en-us+f4", 70, "I will, and I will also ask the design team to show the latest version of the product."),
+)
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def emit(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    array = np.asarray(values, dtype=float)
+    return {"n": int(array.size), "mean": round(float(array.mean()), 2),
+            **{f"p{q}": round(float(np.percentile(array, q)), 2) for q in (50, 95, 99)},
+            "max": round(float(array.max()), 2)}
+
+
+def load_average() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return list(os.getloadavg()) if hasattr(os, "getloadavg") else []
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """``rss`` and ``peak`` (high-water mark) resident memory of ``pid``, KiB."""
+    try:
+        import psutil  # optional
+
+        info = psutil.Process(pid).memory_info()
+        peak = getattr(info, "peak_wset", None) or _proc_status(pid).get("VmHWM", info.rss // 1024)
+        return {"rss": info.rss // 1024, "peak": int(peak)}
+    except ImportError:
+        status = _proc_status(pid)
+        return {"rss": status.get("VmRSS", 0), "peak": status.get("VmHWM", 0)}
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    values = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    except OSError:
+        pass
+    return values
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its reaped children (the ffmpeg fallback), seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+# ----------------------------------------------------------------------------- test audio
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SystemExit(f"{name} is not installed; install it (apt-get install {name}) to run the benchmark")
+    return path
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run([_tool("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def _speak(text: str, voice: str, pitch: int, out: Path) -> np.ndarray:
+    raw = out.with_suffix(".espeak.wav")
+    subprocess.run([_tool("espeak-ng"), "-v", voice, "-p", str(pitch), "-s", "160", "-w", str(raw), text],
+                   check=True, capture_output=True)
+    _ffmpeg("-i", str(raw), "-ar", str(SAMPLE_RATE), "-ac", "1", "-f", "f32le", str(out))
+    samples = np.fromfile(out, dtype="<f4")
+    loud = np.flatnonzero(np.abs(samples) > 1e-3)
+    return samples[loud[0] : loud[-1] + 1] if loud.size else samples
+
+
+def _encode_webm(samples: np.ndarray, out: Path, bitrate: str = "32k") -> bytes:
+    raw = out.with_suffix(".f32")
+    samples.astype("<f4").tofile(raw)
+    _ffmpeg("-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", str(raw),
+            "-ar", "48000", "-c:a", "libopus", "-b:a", bitrate, "-f", "webm", str(out))
+    raw.unlink()
+    return out.read_bytes()
+
+
+@dataclass
+class BenchAudio:
+    chunk: bytes  # 4 s WEBM/Opus, 32 kb/s
+    long: dict[float, bytes] = field(default_factory=dict)  # duration_s -> WEBM/Opus
+
+
+def make_audio(work_dir: Path, long_durations_s: Sequence[float]) -> BenchAudio:
+    """The 4 s chunk and the long recordings (alternating voices, 0.4 s pauses), made with espeak-ng."""
+    pause = np.zeros(int(0.4 * SAMPLE_RATE), dtype=np.float32)
+    turns = []
+    for index, (voice, pitch, text) in enumerate(SENTENCES):
+        turns += [_speak(text, voice, pitch, work_dir / f"turn{index}.f32"), pause]
+    dialogue = np.concatenate(turns)
+    chunk = _encode_webm(dialogue[: int(CHUNK_S * SAMPLE_RATE)], work_dir / "audio-chunk.webm")
+    audio = BenchAudio(chunk=chunk)
+    for duration in long_durations_s:
+        repeats = int(np.ceil(duration * SAMPLE_RATE / dialogue.size))
+        samples = np.tile(dialogue, repeats)[: int(duration * SAMPLE_RATE)]
+        audio.long[duration] = _encode_webm(samples, work_dir / f"long-{duration:g}s.webm")
+    return audio
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+class Server:
+    """``uvicorn api.main:app`` on 127.0.0.1:<free port>, as a child process (stopped on exit)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, startup_timeout_s: float = 300.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.startup_timeout_s = startup_timeout_s
+        base = {k: v for k, v in os.environ.items() if not k.startswith("SOUNDSENTRY_")}
+        self.env = {**base, "PYTHONPATH": str(REPO), "PYANNOTE_METRICS_ENABLED": "false", **env}
+        self.process: subprocess.Popen | None = None
+        self.startup_s: float | None = None
+
+    def __enter__(self) -> Server:
+        command = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--log-level", "warning", "--no-access-log"]
+        self._log = self.log_path.open("wb")
+        start = time.perf_counter()
+        self.process = subprocess.Popen(command, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = start + self.startup_timeout_s
+        with httpx.Client(timeout=5.0) as client:
+            while time.perf_counter() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the server exited with {self.process.returncode}; see {self.log_path}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.url}/health").status_code == 200:
+                        self.startup_s = time.perf_counter() - start
+                        return self
+                time.sleep(0.05)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"/health did not answer 200 within {self.startup_timeout_s:g} s; see {self.log_path}")
+
+    def cpu_s(self) -> float:
+        assert self.process is not None
+        return cpu_seconds(self.process.pid)
+
+    def memory(self) -> dict[str, int]:
+        assert self.process is not None
+        return memory_kib(self.process.pid)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+# ----------------------------------------------------------------------------- clients
+
+
+@dataclass
+class RunResult:
+    clients: int
+    requests: int
+    wall_s: float
+    latencies_ms: list[float]
+    server_ms: list[float]
+    stages_ms: dict[str, list[float]]
+    statuses: Counter[int | str]
+
+    @property
+    def errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status != 200)
+
+    def summary(self) -> dict:
+        return {
+            "clients": self.clients, "requests": self.requests, "wall_s": round(self.wall_s, 2),
+            "throughput_per_s": round(self.requests / self.wall_s, 2) if self.wall_s else None,
+            "errors": self.errors, "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "latency_ms": percentiles(self.latencies_ms), "server_processing_ms": percentiles(self.server_ms),
+            "stages_median_ms": {name: round(statistics.median(v), 2) for name, v in sorted(self.stages_ms.items())},
+        }
+
+
+def run_clients(url: str, payload: bytes, *, clients: int, requests: int, max_seconds: float,
+                filename: str = "audio-chunk.webm", use_diarization: bool = False, timeout_s: float = 120.0,
+                headers: dict[str, str] | None = None) -> RunResult:
+    """``clients`` threads, each with its own keep-alive connection, send ``requests`` in all."""
+    lock = threading.Lock()
+    remaining = [requests]
+    latencies: list[float] = []
+    server_ms: list[float] = []
+    statuses: Counter[int | str] = Counter()
+    stages: dict[str, list[float]] = {}
+    deadline = time.perf_counter() + max_seconds
+
+    def worker() -> None:
+        with httpx.Client(timeout=timeout_s, headers=headers) as client:
+            while time.perf_counter() < deadline:
+                with lock:
+                    if remaining[0] <= 0:
+                        return
+                    remaining[0] -= 1
+                start = time.perf_counter()
+                response: httpx.Response | None = None
+                status: int | str
+                try:
+                    response = client.post(f"{url}/predict", files={"audio": (filename, payload, "audio/webm")},
+                                           data={"use_diarization": str(use_diarization).lower()})
+                    status = response.status_code
+                except httpx.HTTPError as error:
+                    status = type(error).__name__
+                elapsed_ms = (time.perf_counter() - start) * 1000
+                with lock:
+                    statuses[status] += 1
+                    if response is not None and status == 200:
+                        body = response.json()
+                        latencies.append(elapsed_ms)
+                        server_ms.append(body["processing_time_ms"])
+                        for name, value in body["timings_ms"].items():
+                            stages.setdefault(name, []).append(value)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall_s = time.perf_counter() - start
+    done = sum(statuses.values())
+    return RunResult(clients, done, wall_s, latencies, server_ms, stages, statuses)
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+
+def _per_request(server: Server, cpu_start: float, result: RunResult) -> float | None:
+    """Server CPU milliseconds per request in a phase: what the work costs, whatever else the machine runs."""
+    return round((server.cpu_s() - cpu_start) * 1000 / result.requests, 1) if result.requests else None
+
+
+def benchmark(args: argparse.Namespace) -> dict:
+    server_env = dict(item.split("=", 1) for item in args.server_env)
+    report: dict = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_commit": git_commit(), "quick": args.quick,
+        "machine": {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                    else None, "python": platform.python_version(), "platform": platform.platform()},
+        "load_average_before": load_average(), "server_env": server_env,
+    }
+    with tempfile.TemporaryDirectory(prefix="soundsentry-bench-") as tmp:
+        work = Path(tmp)
+        emit("making test audio (espeak-ng + ffmpeg) ...")
+        audio = make_audio(work, args.long_durations)
+        report["audio"] = {"chunk_bytes": len(audio.chunk),
+                           "long_bytes": {f"{d:g}s": len(b) for d, b in audio.long.items()}}
+        with Server(server_env, Path(args.server_log) if args.server_log else work / "server.log") as server:
+            report["startup_s"] = round(server.startup_s or 0.0, 2)
+            report["memory_after_startup_kib"] = server.memory()
+            emit(f"server up on {server.url} in {server.startup_s:.2f} s")
+            with httpx.Client(timeout=10) as client:
+                report["server_info"] = {k: v for k, v in client.get(f"{server.url}/info").json().items()
+                                         if k in ("models", "limits", "capacity")}
+            run_clients(server.url, audio.chunk, clients=1, requests=args.warmup, max_seconds=120)  # warm-up
+
+            emit(f"latency: {args.requests} chunks, one client ...")
+            cpu_start = server.cpu_s()
+            single = run_clients(server.url, audio.chunk, clients=1, requests=args.requests,
+                                 max_seconds=args.max_phase_s)
+            report["latency_single_client"] = single.summary()
+            report["latency_single_client"]["server_cpu_ms_per_request"] = _per_request(server, cpu_start, single)
+
+            report["throughput"] = []
+            for clients in args.concurrency:
+                total = max(args.throughput_requests, clients * 4)
+                emit(f"throughput: {total} chunks, {clients} client(s) ...")
+                cpu_start = server.cpu_s()
+                result = run_clients(server.url, audio.chunk, clients=clients, requests=total,
+                                     max_seconds=args.max_phase_s)
+                row = result.summary()
+                row["server_cpu_ms_per_request"] = _per_request(server, cpu_start, result)
+                report["throughput"].append(row)
+
+            report["real_time_factor"] = []
+            for duration, data in audio.long.items():
+                for diarize in (False, True):
+                    if diarize and duration > args.max_diarization_s:
+                        continue
+                    emit(f"real-time factor: {duration:g} s, diarization={diarize} ...")
+                    result = run_clients(server.url, data, clients=1, requests=args.long_repeats,
+                                         max_seconds=args.max_phase_s, filename=f"long-{duration:g}s.webm",
+                                         use_diarization=diarize, timeout_s=900)
+                    summary = result.summary()
+                    entry = {"audio_s": duration, "use_diarization": diarize, "requests": result.requests,
+                             "errors": result.errors, "statuses": summary["statuses"]}
+                    if result.server_ms:
+                        entry.update({
+                            "processing_ms_median": round(statistics.median(result.server_ms), 1),
+                            "rtf": round(statistics.median(result.server_ms) / 1000 / duration, 4),
+                            "rtf_client": round(statistics.median(result.latencies_ms) / 1000 / duration, 4),
+                            "stages_median_ms": summary["stages_median_ms"],
+                        })
+                    report["real_time_factor"].append(entry)
+            report["memory_end_kib"] = server.memory()
+    report["load_average_after"] = load_average()
+    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return report
+
+
+def print_table(report: dict) -> None:
+    emit()
+    emit(f"load average before {report['load_average_before']}  after {report['load_average_after']}  "
+         f"(cpus {report['machine']['cpus']})")
+    emit(f"start-up until /health 200: {report['startup_s']:.2f} s")
+    single = report["latency_single_client"]
+    lat = single["latency_ms"]
+    emit(f"4 s chunk, 1 client, {single['requests']} requests: p50 {lat.get('p50')} ms  p95 {lat.get('p95')} ms  "
+         f"p99 {lat.get('p99')} ms  (server p50 {single['server_processing_ms'].get('p50')} ms, errors "
+         f"{single['errors']})")
+    emit("  stage medians (ms): " + ", ".join(f"{k} {v}" for k, v in single["stages_median_ms"].items()))
+    emit(f"  server CPU per request: {single['server_cpu_ms_per_request']} ms")
+    emit()
+    emit(f"{'clients':>8} {'requests':>9} {'chunks/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} "
+         f"{'cpu ms/req':>10}")
+    for row in report["throughput"]:
+        lat = row["latency_ms"]
+        emit(f"{row['clients']:>8} {row['requests']:>9} {row['throughput_per_s']:>9} {lat.get('p50', '-'):>8} "
+             f"{lat.get('p95', '-'):>8} {lat.get('p99', '-'):>8} {row['errors']:>7} "
+             f"{row['server_cpu_ms_per_request']:>10}")
+    emit()
+    emit(f"{'audio':>8} {'diarize':>8} {'server ms':>10} {'RTF':>8}  stages (ms)")
+    for row in report["real_time_factor"]:
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in row.get("stages_median_ms", {}).items())
+        emit(f"{row['audio_s']:>7g}s {str(row['use_diarization']):>8} {row.get('processing_ms_median', '-'):>10} "
+             f"{row.get('rtf', '-'):>8}  {stages or row['statuses']}")
+    emit()
+    mem = report["memory_end_kib"]
+    emit(f"server memory: after start-up {report['memory_after_startup_kib']['rss'] / 1024:.0f} MiB, "
+         f"at the end {mem['rss'] / 1024:.0f} MiB, peak {mem['peak'] / 1024:.0f} MiB")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a fast sanity run (few requests, 60 s file only)")
+    parser.add_argument("--output", type=Path, help="write the JSON report here")
+    parser.add_argument("--requests", type=int, default=200, help="single-client latency requests")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
+    parser.add_argument("--throughput-requests", type=int, default=200, help="requests per concurrency level")
+    parser.add_argument("--long-durations", type=lambda s: [float(x) for x in s.split(",")], default=[60.0, 600.0],
+                        help="seconds of the long recordings (real-time factor)")
+    parser.add_argument("--long-repeats", type=int, default=1, help="requests per long recording and mode")
+    parser.add_argument("--max-diarization-s", type=float, default=1800.0, help="skip diarization above this")
+    parser.add_argument("--max-phase-s", type=float, default=600.0, help="time bound of each phase")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="settings for the server, e.g. SOUNDSENTRY_TORCH_THREADS=1 (repeatable)")
+    parser.add_argument("--server-log", help="keep the server's log here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.requests, args.warmup, args.throughput_requests = 20, 2, 24
+        args.concurrency, args.long_durations = [1, 4], [60.0]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = benchmark(args)
+    print_table(report)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2))
+        emit(f"report written to {args.output}")
+    failed = report["latency_single_client"]["errors"] + sum(row["errors"] for row in report["throughput"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""The pyannote.audio backend: its speaker-diarization pipeline and the VAD of its segmentation model.
+
+Used instead of the embedded diarizer when a pyannote pipeline is available: a local directory
+(``config.yaml`` plus the ``segmentation/``, ``embedding/`` and ``plda/`` sub-folders that
+``Pipeline.from_pretrained(directory)`` reads, as ``scripts/entry.py export`` writes it), or a
+Hugging Face token that lets pyannote download :data:`PIPELINE_ID` when the service starts.
+
+Audio goes in as pyannote's in-memory input, ``{"waveform": (channel=1, time) tensor,
+"sample_rate": 16000, "uri": ...}``: nothing is written to disk. pyannote.audio is imported only
+when a pipeline is loaded, with its telemetry switched off first.
+
+Usage
+-----
+>>> pipeline = load_pipeline(Path("model/speaker-diarization-community-1"))
+>>> vad, diarizer = PyannoteVad(pipeline), PyannoteDiarizer(pipeline, source="model/...")
+>>> annotation = diarizer(samples, vad(samples))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pyannote.core import Annotation, Segment
+
+from soundsentry.errors import ModelLoadError
+from soundsentry.vad import SpeechRegion, VadConfig
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+PIPELINE_ID = "pyannote/speaker-diarization-community-1"
+TOKEN_ENV = "HUGGING_FACE_TOKEN"
+# what Pipeline.from_pretrained(directory) reads for a community-1 style pipeline
+PIPELINE_FILES = (
+    "config.yaml",
+    "segmentation/pytorch_model.bin",
+    "embedding/pytorch_model.bin",
+    "plda/xvec_transform.npz",
+    "plda/plda.npz",
+)
+
+
+def disable_telemetry() -> None:
+    """pyannote.audio 4 sends usage metrics by default; the service never does."""
+    os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
+
+
+def missing_pipeline_files(directory: Path) -> list[str]:
+    """Files of :data:`PIPELINE_FILES` that ``directory`` lacks (all of them when it does not exist).
+
+    A directory whose ``config.yaml`` names its sub-models differently is checked by loading it.
+    """
+    return [name for name in PIPELINE_FILES if not (directory / name).is_file()]
+
+
+def load_pipeline(source: Path | str, token: str | None = None) -> Any:
+    """Load a speaker-diarization pipeline from a local directory or, with ``token``, from the hub.
+
+    Parameters
+    ----------
+    source
+        A directory holding ``config.yaml`` (and the sub-model folders it names), or a Hugging Face
+        pipeline id such as :data:`PIPELINE_ID`.
+    token
+        Hugging Face token; only needed for a hub id.
+
+    Raises
+    ------
+    ModelLoadError
+        The directory is incomplete, a checkpoint does not load, or the hub cannot be reached.
+    """
+    disable_telemetry()
+    local = isinstance(source, Path) or Path(source).is_dir()
+    if local:
+        directory = Path(source)
+        if not (directory / "config.yaml").is_file():
+            raise ModelLoadError(
+                f"No pyannote pipeline in {directory}: config.yaml is missing. Export one with "
+                f"`{TOKEN_ENV}=hf_... python -m scripts.entry export --output {directory}`."
+            )
+    try:
+        from pyannote.audio import Pipeline
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"pyannote\.audio.*")
+            pipeline = Pipeline.from_pretrained(Path(source) if local else str(source), token=None if local else token)
+    except ModelLoadError:
+        raise
+    except Exception as error:  # pyannote raises many kinds (OSError, KeyError, HTTP errors, pickling errors)
+        where = f"directory {source}" if local else f"Hugging Face pipeline {source}"
+        hint = (
+            f"check that it holds {', '.join(PIPELINE_FILES)} (re-run `python -m scripts.entry export`)"
+            if local
+            else f"check {TOKEN_ENV}, that the token's account accepted the conditions at https://hf.co/{source}, "
+            "and that huggingface.co can be reached (or export the pipeline to model/ where it can)"
+        )
+        raise ModelLoadError(f"Cannot load the pyannote pipeline from {where}: {type(error).__name__}: {error}; {hint}.") from error
+    if pipeline is None:
+        raise ModelLoadError(f"pyannote could not download {source}; check {TOKEN_ENV} and the model's access conditions.")
+    pipeline.to(torch.device("cpu"))
+    return pipeline
+
+
+def as_pyannote_input(samples: np.ndarray, uri: str) -> dict[str, Any]:
+    """pyannote's in-memory input for (time,) float32 16 kHz samples; the tensor shares their memory."""
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono samples of shape (time,), got shape {samples.shape}")
+    waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).unsqueeze(0)
+    return {"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": uri}
+
+
+class PyannoteVad:
+    """Speech regions from the pipeline's segmentation model: speech where any local speaker is active.
+
+    The model is shared with the diarization pipeline (not loaded twice). ``config`` gives the
+    minimum speech and silence durations and the padding, as for Silero VAD.
+    """
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, pipeline: Any, config: VadConfig = VadConfig(), source: str = "pyannote") -> None:
+        from pyannote.audio import Inference
+        from pyannote.audio.utils.signal import Binarize
+
+        model = pipeline._segmentation.model
+        self.name = f"pyannote segmentation ({source})"
+        self.config = config
+        self._inference = Inference(
+            model,
+            duration=model.specifications.duration,
+            step=0.1 * model.specifications.duration,
+            pre_aggregation_hook=lambda scores: np.max(scores, axis=-1, keepdims=True),
+            batch_size=pipeline._segmentation.batch_size,
+        )
+        self._binarize = Binarize(
+            onset=config.threshold,
+            offset=config.threshold,
+            min_duration_on=config.min_speech_duration_ms / 1000,
+            min_duration_off=config.min_silence_duration_ms / 1000,
+            pad_onset=config.speech_pad_ms / 1000,
+            pad_offset=config.speech_pad_ms / 1000,
+        )
+
+    def __call__(self, samples: np.ndarray) -> list[SpeechRegion]:
+        duration = samples.size / SAMPLE_RATE
+        if duration < 0.02:
+            return []
+        scores = self._inference(as_pyannote_input(samples, "vad"))
+        speech = self._binarize(scores).get_timeline().support()
+        return [
+            SpeechRegion(max(0.0, segment.start), min(duration, segment.end))
+            for segment in speech
+            if min(duration, segment.end) > max(0.0, segment.start)
+        ]
+
+
+class PyannoteDiarizer:
+    """pyannote's speaker-diarization pipeline behind the embedded diarizer's interface.
+
+    ``regions`` (from the VAD) only short-cut silence: the pipeline finds speech itself.
+    """
+
+    def __init__(self, pipeline: Any, source: str = PIPELINE_ID) -> None:
+        self.pipeline = pipeline
+        self.name = f"pyannote {type(pipeline).__name__} ({source})"
+
+    def __call__(self, samples: np.ndarray, regions: list[SpeechRegion], uri: str = "upload") -> Annotation:
+        if not regions:
+            return Annotation(uri=uri)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"pyannote\.audio.*")
+            output = self.pipeline(as_pyannote_input(samples, uri))
+        annotation = getattr(output, "speaker_diarization", output)  # DiarizeOutput, or Annotation (legacy)
+        if not isinstance(annotation, Annotation):
+            raise TypeError(f"pyannote pipeline returned {type(output).__name__}, not a diarization")
+        # the last chunk is zero-padded to the model's duration: nothing may be said after the audio ends
+        annotation = annotation.crop(Segment(0.0, samples.size / SAMPLE_RATE), mode="intersection")
+        annotation.uri = uri
+        return annotation
