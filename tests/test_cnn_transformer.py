@@ -1,0 +1,237 @@
+"""The CNN-Transformer scorer: network shapes, front-end, a smoke training, the artefact on disk.
+
+Audio is made here with espeak-ng (reals) and Griffin-Lim re-synthesis of it (fakes); the shipped
+``data/cnn_transformer.pt`` is only loaded and run, not judged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from soundsentry.audio import decode_file
+from soundsentry.cnn_transformer import CNN_TRANSFORMER_DEFAULTS, CNNTransformer
+from soundsentry.errors import ModelLoadError
+from soundsentry.spectral import (
+    ARTEFACT_FORMAT,
+    DEFAULT_ARTEFACT,
+    SpectralFeatures,
+    SpectralFrontEnd,
+    SpectralScorer,
+    band_matrix,
+    inference_copy,
+    save_artefact,
+    spectrogram_windows,
+    window_starts,
+)
+from soundsentry.spoofs import griffin_lim_resynthesis
+from tests.conftest import speak
+
+SAMPLE_RATE = 16_000
+TINY = {"channels": (4, 8, 8), "d_model": 32, "n_heads": 2, "ff_dim": 64, "head_hidden": 16, "dropout": 0.0}
+
+
+@pytest.fixture(scope="module")
+def speech(speech_wav: Path) -> np.ndarray:
+    """~5 s of espeak-ng speech, (time,) float32 at 16 kHz."""
+    return decode_file(speech_wav).samples
+
+
+@pytest.fixture(scope="module")
+def real_and_fake(audio_dir: Path, speech: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Two espeak-ng voices (real) and their Griffin-Lim re-synthesis (fake)."""
+    other = decode_file(speak("Six spoons of fresh snow peas for the kids.", audio_dir / "cnn-other.wav",
+                              voice="en-gb", pitch=65)).samples
+    reals = [speech, other]
+    return reals, [griffin_lim_resynthesis(x, sample_rate=SAMPLE_RATE) for x in reals]
+
+
+def tiny_model(seed: int = 0) -> CNNTransformer:
+    torch.manual_seed(seed)
+    return CNNTransformer(TINY)
+
+
+# --------------------------------------------------------------------------------------------
+# network
+
+
+def test_shapes_through_the_network() -> None:
+    """(batch, band, frame) → conv blocks (batch, channel, band/8, frame/8) → (batch,) logits."""
+    model = CNNTransformer().eval()
+    x = torch.randn(3, 128, 128)  # (batch, band, frame)
+    with torch.inference_mode():
+        maps = model.cnn(x.unsqueeze(1))
+        assert maps.shape == (3, 128, 16, 16)  # (batch, channel, band, time)
+        assert model.project.in_features == 128 * 16  # channel·band → d_model
+        assert model(x).shape == (3,)
+        assert model(torch.randn(1, 128, 256)).shape == (1,)  # longer windows: more time steps
+    assert sum(p.numel() for p in model.parameters()) < 3_000_000  # a few MB in float16
+
+
+def test_config_is_merged_not_mutated_and_checked() -> None:
+    model = CNNTransformer({"d_model": 64, "n_heads": 4})
+    assert model.config["d_model"] == 64 and CNN_TRANSFORMER_DEFAULTS["d_model"] == 256
+    with pytest.raises(ValueError, match="unknown"):
+        CNNTransformer({"layers": 3})
+    with pytest.raises(ValueError, match="bands"):
+        CNNTransformer()(torch.randn(1, 64, 128))
+
+
+def test_inference_copy_matches_the_eval_model() -> None:
+    model = tiny_model()
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        for block in model.cnn:
+            block.norm.running_mean.uniform_(-0.5, 0.5)
+            block.norm.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.randn(2, 128, 128)
+    with torch.inference_mode():
+        assert torch.allclose(inference_copy(model)(x), model(x), atol=1e-4)
+    assert model.cnn[0].norm is not None and isinstance(model.cnn[0].norm, torch.nn.BatchNorm2d)  # untouched
+
+
+# --------------------------------------------------------------------------------------------
+# front-end and windows
+
+
+@pytest.mark.parametrize("kind", ["linear", "mel"])
+def test_front_end_shape_and_level_invariance(kind: str, speech: np.ndarray) -> None:
+    front_end = SpectralFrontEnd(SpectralFeatures(kind=kind))
+    features = front_end(speech)
+    assert features.shape == (128, 1 + speech.size // 256)  # (band, frame)
+    assert abs(float(features.mean())) < 1e-4 and float(features.std()) == pytest.approx(1.0, abs=1e-3)
+    quieter = front_end(speech * 0.05)
+    assert torch.allclose(features, quieter, atol=1e-3)
+
+
+def test_linear_bands_are_62_5_hz_wide_up_to_8_khz() -> None:
+    bands = band_matrix(SpectralFeatures(kind="linear"))  # (bin, band)
+    assert bands.shape == (257, 128)
+    assert torch.allclose(bands.sum(dim=0), torch.ones(128))
+    assert bands[0].sum() == 0  # DC left out
+    assert bands[255:, 127].tolist() == [0.5, 0.5]  # the last band ends at Nyquist
+    assert (band_matrix(SpectralFeatures(kind="mel")).sum(dim=0) > 0).all()  # no empty mel band
+
+
+def test_windows_cover_long_segments_and_tile_short_ones() -> None:
+    assert window_starts(251, 128) == [0, 123]  # a 4 s chunk: two windows
+    assert window_starts(128, 128) == [0]
+    assert window_starts(400, 128) == [0, 91, 181, 272]
+    short = torch.arange(50, dtype=torch.float32).repeat(128, 1)  # (band, frame)
+    tiled = spectrogram_windows(short, 128)
+    assert tiled.shape == (1, 128, 128) and tiled[0, 0, 50] == 0 and tiled[0, 0, 127] == 27
+
+
+def test_front_end_rejects_bad_input() -> None:
+    front_end = SpectralFrontEnd()
+    with pytest.raises(ValueError, match="mono"):
+        front_end(np.zeros((2, 16000), dtype=np.float32))
+    with pytest.raises(ValueError, match="too short"):
+        front_end(np.zeros(100, dtype=np.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# smoke training
+
+
+def test_smoke_training_decreases_the_loss(real_and_fake) -> None:
+    reals, fakes = real_and_fake
+    scorer_front_end = SpectralFrontEnd(SpectralFeatures(kind="linear"))
+    windows, labels = [], []
+    for label, clips in ((0.0, reals), (1.0, fakes)):
+        for clip in clips:
+            w = spectrogram_windows(scorer_front_end(clip), 128)
+            windows.append(w)
+            labels += [label] * len(w)
+    x, y = torch.cat(windows), torch.tensor(labels)
+    model = tiny_model()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake) -> None:
+    from scripts.train_cnn_transformer import SpectrogramSet, TrainConfig, train
+
+    reals, fakes = real_and_fake
+    features = SpectralFeatures(kind="mel")
+    front_end = SpectralFrontEnd(features)
+    spectrograms = [front_end(c).numpy().astype(np.float16) for c in reals + fakes]
+    data = SpectrogramSet(spectrograms, np.array([0, 0, 1, 1]), np.arange(4))
+    config = TrainConfig(model_config=TINY, epochs=3, windows_per_epoch=32, batch_size=16, warmup_steps=1,
+                         learning_rate=3e-3, threads=1)
+    model, summary = train(config, features, data, data)
+    assert summary["epochs_run"] == 3 and 1 <= summary["best_epoch"] <= 3
+    best = summary["history"][summary["best_epoch"] - 1]["heldout_eer"]
+    assert best == min(h["heldout_eer"] for h in summary["history"])
+    assert not model.training
+
+
+# --------------------------------------------------------------------------------------------
+# artefact
+
+
+def test_save_load_round_trip(tmp_path: Path, speech: np.ndarray) -> None:
+    model = tiny_model().eval()
+    features = SpectralFeatures(kind="mel", normalisation="utterance_band")
+    path = tmp_path / "cnn.pt"
+    save_artefact(path, model, features, {"note": "test", "eer": np.float64(0.25)})
+    assert path.with_suffix(".json").is_file()
+    loaded = SpectralScorer.load(path)
+    assert loaded.features == features and loaded.metadata == {"note": "test", "eer": 0.25}
+    original = SpectralScorer(model, features)
+    segments = [speech, speech[: SAMPLE_RATE // 2], speech[: 4 * SAMPLE_RATE]]
+    scores = loaded.score_many(segments)
+    assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
+    np.testing.assert_allclose(scores, original.score_many(segments), atol=5e-3)  # float16 weights
+    np.testing.assert_allclose(scores[1], loaded.score(segments[1]), atol=1e-5)  # batching changes nothing
+    assert loaded.score_many([]).shape == (0,)
+
+
+def test_missing_corrupt_and_mismatched_artefacts_raise_model_load_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="missing"):
+        SpectralScorer.load(tmp_path / "absent.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        SpectralScorer.load(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ModelLoadError, match="format"):
+        SpectralScorer.load(foreign)
+
+    path = tmp_path / "cnn.pt"
+    save_artefact(path, tiny_model(), SpectralFeatures())
+    bundle = torch.load(path, weights_only=True)
+    for change in (
+        {"model_config": {**bundle["model_config"], "d_model": 64}},  # weights of another shape
+        {"features": {**bundle["features"], "n_bands": 64}},  # features the model does not take
+        {"features": {**bundle["features"], "kind": "cqt"}},  # unknown feature kind
+        {"state_dict": {k: v for k, v in bundle["state_dict"].items() if not k.startswith("head")}},
+    ):
+        mismatched = tmp_path / "mismatched.pt"
+        torch.save({**bundle, **change}, mismatched)
+        with pytest.raises(ModelLoadError, match="does not match"):
+            SpectralScorer.load(mismatched)
+    assert bundle["format"] == ARTEFACT_FORMAT
+
+
+def test_shipped_artefact_scores_speech(speech: np.ndarray) -> None:
+    scorer = SpectralScorer.load(DEFAULT_ARTEFACT)
+    assert scorer.name == "cnn_transformer" and scorer.sample_rate == SAMPLE_RATE
+    assert DEFAULT_ARTEFACT.stat().st_size < 8 * 1024 * 1024
+    probability = scorer.score(speech)
+    assert isinstance(probability, float) and 0.0 <= probability <= 1.0
+    many = scorer.score_many([speech, speech[: 4 * SAMPLE_RATE]])
+    assert many.shape == (2,) and np.isclose(many[0], probability, atol=1e-5)
+    info = scorer.info()
+    assert info["features"]["kind"] in ("linear", "mel") and "heldout" in info["training"]
