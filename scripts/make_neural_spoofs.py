@@ -31,7 +31,6 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -45,11 +44,10 @@ if __package__ in (None, ""):  # run as a file: make `soundsentry` and `scripts`
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from scripts.make_spoofs import COLUMNS, load, read_sources, relative_name, write_flac  # noqa: E402
+from scripts.make_spoofs import load, read_sources, relative_name, write_flac, write_manifest  # noqa: E402
 from scripts.train_vocoder import load_checkpoint  # noqa: E402
 from soundsentry.spoofs import SAMPLE_RATE, log_spectral_distance  # noqa: E402
 from soundsentry.vocoders import VOCODER_FAMILIES, Vocoder, remove_weight_norm, vocoder_from_payload  # noqa: E402
@@ -146,37 +144,6 @@ def run_vocoder(
     return stats
 
 
-def write_manifest(rows: list[dict[str, str]], output_dir: Path) -> int:
-    """List every neural spoof present under ``output_dir/<family>/`` (any family, not only this run's)."""
-    entries = []
-    for family in VOCODER_FAMILIES:
-        for row in rows:
-            relative = Path(family) / relative_name(row["path"])
-            path = output_dir / relative
-            if not path.is_file():
-                continue
-            info = sf.info(path)
-            entries.append({
-                "path": relative.as_posix(),
-                "label": "fake",
-                "source": f"resynth_{family}",
-                "system": family,
-                "speaker": row["speaker"],
-                "duration_s": f"{info.frames / info.samplerate:.3f}",
-                "licence": row["licence"],
-                "origin": row["path"],
-            })
-    output_dir.mkdir(parents=True, exist_ok=True)
-    manifest = output_dir / MANIFEST_NAME
-    partial = manifest.with_name(manifest.name + ".part")
-    with partial.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(entries)
-    os.replace(partial, manifest)
-    return len(entries)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -204,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                  " (stopped at --max-minutes)" if stats["stopped_early"] else "", minutes, stats["compute_s"],
                  stats["compute_s"] / minutes if minutes else float("nan"), len(lsd),
                  f"mean {np.mean(lsd):.2f}" if lsd else "n/a")
-    count = write_manifest(all_rows, args.output_dir)
+    count = write_manifest(all_rows, args.output_dir, methods=VOCODER_FAMILIES, manifest_name=MANIFEST_NAME)
     log.info("manifest: %s lists %d neural spoofs", args.output_dir / MANIFEST_NAME, count)
     return 1 if failed else 0
 

@@ -132,10 +132,12 @@ def run_method(method: str, rows: list[dict[str, str]], args: argparse.Namespace
     return stats
 
 
-def write_manifest(rows: list[dict[str, str]], output_dir: Path) -> int:
-    """List every spoof present under ``output_dir`` (any method, not only this run's)."""
+def write_manifest(
+    rows: list[dict[str, str]], output_dir: Path, methods=tuple(SPOOF_METHODS), manifest_name: str = "manifest.csv"
+) -> int:
+    """List every spoof of ``methods`` present under ``output_dir`` (not only this run's) in ``manifest_name``."""
     entries = []
-    for method in SPOOF_METHODS:
+    for method in methods:
         for row in rows:
             relative = Path(method) / relative_name(row["path"])
             path = output_dir / relative
@@ -153,7 +155,7 @@ def write_manifest(rows: list[dict[str, str]], output_dir: Path) -> int:
                 "origin": row["path"],
             })
     output_dir.mkdir(parents=True, exist_ok=True)
-    manifest = output_dir / "manifest.csv"
+    manifest = output_dir / manifest_name
     partial = manifest.with_name(manifest.name + ".part")
     with partial.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
