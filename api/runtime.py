@@ -53,6 +53,9 @@ class ModelSlot:
                 except ModelLoadError as error:
                     self.error = error.message
                     log.error("models failed to load: %s (retrying at most every %g s)", error.message, self.retry_s)
+                except Exception as error:  # any other failure also means "no models": stay up, say why
+                    self.error = f"loading the models failed with {type(error).__name__}: {error}"
+                    log.exception("models failed to load (retrying at most every %g s)", self.retry_s)
                 else:
                     log.info("models loaded%s: %s", " on retry" if retry else "", self.detector.models)
                     self.error = None

@@ -28,6 +28,7 @@ from api.deps import get_detector
 from api.limits import AdmissionGate, ServerBusyError, TokenBuckets
 from api.main import create_app
 from api.middleware import BodyLimitMiddleware
+from api.runtime import ModelSlot
 from soundsentry import audio
 from soundsentry.detector import DEFAULT_DATA_DIR
 from tests.conftest import ENCODINGS, SAMPLE_RATE, read_wav, run_ffmpeg, write_wav
@@ -530,6 +531,21 @@ def test_missing_and_corrupt_models_then_recovery(tmp_path: Path, encoded: dict[
             shutil.copy(DEFAULT_DATA_DIR / name, data_dir / name)
         assert client.get("/health").json()["status"] == "ok"  # recovered without a restart
         assert upload(client, "a.webm", encoded["webm"]).status_code == 200
+
+
+def test_unexpected_load_failure_keeps_the_service_up() -> None:
+    calls = []
+
+    def loader():
+        calls.append(1)
+        raise ValueError("thresholds missing for duration categories ['normal']")
+
+    now = [0.0]
+    slot = ModelSlot(loader, retry_s=10, clock=lambda: now[0])
+    assert slot.load() is None and "ValueError: thresholds missing" in slot.reason
+    assert slot.get() is None and len(calls) == 1  # not due yet
+    now[0] = 10.0
+    assert slot.get() is None and len(calls) == 2
 
 
 def test_model_retry_is_throttled(tmp_path: Path) -> None:
