@@ -175,10 +175,18 @@ def write_random_pipeline(directory: Path, seed: int = 0) -> Path:
     lda, _ = np.linalg.qr(rng.standard_normal((dimension, lda_dimension)))
     rotation, _ = np.linalg.qr(rng.standard_normal((lda_dimension, lda_dimension)))
     (directory / "plda").mkdir(exist_ok=True)
-    np.savez(directory / "plda" / "xvec_transform.npz", mean1=rng.standard_normal(dimension) * 0.01,
-             mean2=rng.standard_normal(lda_dimension) * 0.01, lda=lda)
-    np.savez(directory / "plda" / "plda.npz", mu=np.zeros(lda_dimension), tr=rotation,
-             psi=np.sort(rng.uniform(0.5, 5.0, lda_dimension))[::-1].copy())
+    np.savez(
+        directory / "plda" / "xvec_transform.npz",
+        mean1=rng.standard_normal(dimension) * 0.01,
+        mean2=rng.standard_normal(lda_dimension) * 0.01,
+        lda=lda,
+    )
+    np.savez(
+        directory / "plda" / "plda.npz",
+        mu=np.zeros(lda_dimension),
+        tr=rotation,
+        psi=np.sort(rng.uniform(0.5, 5.0, lda_dimension))[::-1].copy(),
+    )
     (directory / "config.yaml").write_text(COMMUNITY_CONFIG.format(version=__version__))
     return directory
 
@@ -210,8 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     disable_telemetry()
     try:
         if args.command == "export":
-            output = export_pipeline(args.pipeline, args.output or default_output(args.pipeline), os.environ.get(TOKEN_ENV))
-            sys.stdout.write(f"exported {args.pipeline} to {output}; the service will use it (files: {', '.join(PIPELINE_FILES)})\n")
+            output = export_pipeline(
+                args.pipeline, args.output or default_output(args.pipeline), os.environ.get(TOKEN_ENV)
+            )
+            sys.stdout.write(
+                f"exported {args.pipeline} to {output}; the service will use it (files: {', '.join(PIPELINE_FILES)})\n"
+            )
         elif args.command == "check":
             sys.stdout.write(check(args.directory) + "\n")
         else:

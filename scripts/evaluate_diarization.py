@@ -109,7 +109,9 @@ def aggregate(components: Iterable[dict[str, float]]) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def load_references(rttm_paths: Sequence[Path], uem_paths: Sequence[Path] = ()) -> tuple[dict[str, Annotation], dict[str, Timeline]]:
+def load_references(
+    rttm_paths: Sequence[Path], uem_paths: Sequence[Path] = ()
+) -> tuple[dict[str, Annotation], dict[str, Timeline]]:
     """Merge RTTM (and UEM) files that may each list several URIs."""
     from pyannote.database.util import load_rttm, load_uem
 
@@ -127,7 +129,9 @@ def rttm_items(audio_dir: Path, rttm_paths: Sequence[Path], uem_paths: Sequence[
     references, uems = load_references(rttm_paths, uem_paths)
     items = []
     for uri in sorted(references):
-        audio = next((audio_dir / f"{uri}{ext}" for ext in (".flac", ".wav") if (audio_dir / f"{uri}{ext}").is_file()), None)
+        audio = next(
+            (audio_dir / f"{uri}{ext}" for ext in (".flac", ".wav") if (audio_dir / f"{uri}{ext}").is_file()), None
+        )
         if audio is None:
             continue
         samples = decode_file(audio).samples
@@ -200,7 +204,7 @@ def fill_short_gaps(mask: np.ndarray, shorter_than: int) -> np.ndarray:
     """Mark interior runs of False shorter than ``shorter_than`` frames as True."""
     out = mask.copy()
     edges = np.flatnonzero(np.diff(np.concatenate([[1], mask.astype(int), [1]])))
-    for start, end in zip(edges[::2], edges[1::2]):
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
         if 0 < start and end < mask.size and end - start < shorter_than:
             out[start:end] = True
     return out
@@ -223,7 +227,9 @@ class _SpeakerStream:
     loud and quiet frames: noisy recordings) are left out, as their speech could not be marked exactly.
     """
 
-    def __init__(self, paths: Sequence[Path], rng: np.random.Generator, vad: Callable, min_range_db: float = 20.0) -> None:
+    def __init__(
+        self, paths: Sequence[Path], rng: np.random.Generator, vad: Callable, min_range_db: float = 20.0
+    ) -> None:
         pieces, masks = [], []
         for index in rng.permutation(len(paths)):
             samples = decode_file(paths[index]).samples
@@ -236,7 +242,11 @@ class _SpeakerStream:
                 masks.append(mask[speech[0] : speech[-1] + 1])
         self.samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
         self.mask = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
-        rms = np.sqrt(np.mean(self.samples[np.repeat(self.mask, 160)].astype(np.float64) ** 2)) if self.mask.any() else 1.0
+        rms = (
+            np.sqrt(np.mean(self.samples[np.repeat(self.mask, 160)].astype(np.float64) ** 2))
+            if self.mask.any()
+            else 1.0
+        )
         self.samples = (self.samples / max(rms, 1e-6)).astype(np.float32)  # speech at 0 dBFS RMS, scaled later
         self.cursor = 0  # in 10 ms frames
 
@@ -255,8 +265,12 @@ class _SpeakerStream:
 
 
 def synthetic_conversation(
-    speakers: dict[str, list[Path]], num_speakers: int, rng: np.random.Generator, uri: str,
-    recipe: ConversationRecipe = ConversationRecipe(), vad: Callable[[np.ndarray], list] | None = None,
+    speakers: dict[str, list[Path]],
+    num_speakers: int,
+    rng: np.random.Generator,
+    uri: str,
+    recipe: ConversationRecipe = ConversationRecipe(),
+    vad: Callable[[np.ndarray], list] | None = None,
 ) -> DiarizationItem:
     """One conversation of ``num_speakers`` LibriSpeech speakers with its exact reference.
 
@@ -291,7 +305,9 @@ def synthetic_conversation(
         if audio.size == 0:  # a stretch without speech: this speaker's turn is skipped
             continue
         if previous_speaker is not None and rng.random() < recipe.overlap_probability:
-            overlap = min(rng.uniform(*recipe.overlap_s), 0.5 * previous_length / SAMPLE_RATE, 0.5 * audio.size / SAMPLE_RATE)
+            overlap = min(
+                rng.uniform(*recipe.overlap_s), 0.5 * previous_length / SAMPLE_RATE, 0.5 * audio.size / SAMPLE_RATE
+            )
             start = previous_end - round(overlap * SAMPLE_RATE)
         else:
             start = previous_end + round(rng.uniform(*recipe.pause_s) * SAMPLE_RATE)
@@ -316,11 +332,14 @@ def synthetic_conversation(
 
 def _mask_spans(mask: np.ndarray) -> list[tuple[int, int]]:
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
 def synthetic_items(
-    shared_dir: Path, count: int = 24, seed: int = 0, recipe: ConversationRecipe = ConversationRecipe(),
+    shared_dir: Path,
+    count: int = 24,
+    seed: int = 0,
+    recipe: ConversationRecipe = ConversationRecipe(),
 ) -> list[DiarizationItem]:
     """``count`` conversations, the number of speakers cycling min..max; seeded."""
     speakers = librispeech_speakers(shared_dir / "corpus")
@@ -330,7 +349,9 @@ def synthetic_items(
     vad = SileroVad(REFERENCE_VAD)
     span = recipe.max_speakers - recipe.min_speakers + 1
     return [
-        synthetic_conversation(speakers, recipe.min_speakers + index % span, rng, f"synth{seed}_{index:03d}", recipe, vad)
+        synthetic_conversation(
+            speakers, recipe.min_speakers + index % span, rng, f"synth{seed}_{index:03d}", recipe, vad
+        )
         for index in range(count)
     ]
 
@@ -356,7 +377,10 @@ class ItemResult:
 
 
 def run_backend(
-    vad: Callable[[np.ndarray], list], diarizer: Callable[..., Annotation], items: Sequence[DiarizationItem], dataset: str,
+    vad: Callable[[np.ndarray], list],
+    diarizer: Callable[..., Annotation],
+    items: Sequence[DiarizationItem],
+    dataset: str,
 ) -> list[ItemResult]:
     """VAD then diarizer on each item, timed, scored against its reference."""
     results = []
@@ -370,11 +394,15 @@ def run_backend(
         hypothesis.uri = item.uri
         results.append(
             ItemResult(
-                dataset=dataset, uri=item.uri, duration_s=item.duration_s,
+                dataset=dataset,
+                uri=item.uri,
+                duration_s=item.duration_s,
                 speech_s=float(sum(r.duration for r in regions)),
                 reference_speakers=len(item.reference.crop(item.uem).labels()),
                 hypothesis_speakers=len(hypothesis.labels()),
-                vad_s=vad_s, diarization_s=diarization_s, diarization_cpu_s=diarization_cpu_s,
+                vad_s=vad_s,
+                diarization_s=diarization_s,
+                diarization_cpu_s=diarization_cpu_s,
                 components=der_components(item.reference, hypothesis, item.uem),
                 hypothesis=hypothesis,
             )
@@ -390,7 +418,9 @@ def summarise(results: Sequence[ItemResult]) -> dict[str, float]:
     summary.update(
         files=len(results),
         audio_s=duration,
-        speaker_count_accuracy=float(np.mean([r.hypothesis_speakers == r.reference_speakers for r in results])) if results else 0.0,
+        speaker_count_accuracy=float(np.mean([r.hypothesis_speakers == r.reference_speakers for r in results]))
+        if results
+        else 0.0,
         rtf_vad=sum(r.vad_s for r in results) / duration if duration else 0.0,
         rtf_diarization=sum(r.diarization_s for r in results) / duration if duration else 0.0,
         diarization_s_per_speech_minute=60 * sum(r.diarization_s for r in results) / speech if speech else 0.0,
@@ -401,17 +431,37 @@ def summarise(results: Sequence[ItemResult]) -> dict[str, float]:
 
 def format_table(summaries: dict[str, dict[str, float]]) -> str:
     """A Markdown table, one row per dataset."""
-    lines = [
-        "| dataset | files | audio (min) | DER % | confusion % | missed % | false alarm % | speakers right % | RTF VAD | RTF diarization | diarization s / speech min | CPU s / speech min |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    columns = (
+        "dataset",
+        "files",
+        "audio (min)",
+        "DER %",
+        "confusion %",
+        "missed %",
+        "false alarm %",
+        "speakers right %",
+        "RTF VAD",
+        "RTF diarization",
+        "diarization s / speech min",
+        "CPU s / speech min",
+    )
+    lines = ["| " + " | ".join(columns) + " |", "| --- |" + " ---: |" * (len(columns) - 1)]
     for name, s in summaries.items():
-        lines.append(
-            f"| {name} | {s['files']} | {s['audio_s'] / 60:.1f} | {100 * s['der']:.1f} | {100 * s['confusion rate']:.1f} | "
-            f"{100 * s['missed detection rate']:.1f} | {100 * s['false alarm rate']:.1f} | "
-            f"{100 * s['speaker_count_accuracy']:.0f} | {s['rtf_vad']:.4f} | {s['rtf_diarization']:.4f} | "
-            f"{s['diarization_s_per_speech_minute']:.2f} | {s['diarization_cpu_s_per_speech_minute']:.2f} |"
+        cells = (
+            name,
+            s["files"],
+            f"{s['audio_s'] / 60:.1f}",
+            f"{100 * s['der']:.1f}",
+            f"{100 * s['confusion rate']:.1f}",
+            f"{100 * s['missed detection rate']:.1f}",
+            f"{100 * s['false alarm rate']:.1f}",
+            f"{100 * s['speaker_count_accuracy']:.0f}",
+            f"{s['rtf_vad']:.4f}",
+            f"{s['rtf_diarization']:.4f}",
+            f"{s['diarization_s_per_speech_minute']:.2f}",
+            f"{s['diarization_cpu_s_per_speech_minute']:.2f}",
         )
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -427,8 +477,12 @@ def write_rttm(annotation: Annotation, path: Path) -> None:
 
 def write_long_recording(corpus_dir: Path, minutes: float, output: Path, seed: int = 0) -> Path:
     """Concatenate the corpus's real speech (all speakers, shuffled, 0.2-1.0 s pauses) to ``minutes``
-    and write it as WebM/Opus (32 kb/s: an hour is ~15 MB, under the upload limit)."""
-    from soundsentry.audio import encode_audio
+    and write it as WebM/Opus (32 kb/s: an hour is ~15 MB, under the upload limit) with ffmpeg."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import soundfile
 
     with open(corpus_dir / "manifest.csv", newline="") as handle:
         paths = [corpus_dir / row["path"] for row in csv.DictReader(handle) if row["label"] == "real"]
@@ -444,7 +498,32 @@ def write_long_recording(corpus_dir: Path, minutes: float, output: Path, seed: i
             cursor += piece.size + int(rng.uniform(0.2, 1.0) * SAMPLE_RATE)
             if cursor >= total:
                 break
-    output.write_bytes(encode_audio(audio, "webm", bitrate="32k"))
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise FileNotFoundError("the ffmpeg program is needed to write long recordings (apt-get install ffmpeg)")
+    with tempfile.TemporaryDirectory() as folder:
+        wav = Path(folder) / "long.wav"
+        soundfile.write(wav, audio, SAMPLE_RATE, subtype="PCM_16")
+        del audio
+        subprocess.run(
+            [
+                ffmpeg,
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-y",
+                "-i",
+                str(wav),
+                "-c:a",
+                "libopus",
+                "-b:a",
+                "32k",
+                "-f",
+                "webm",
+                str(output),
+            ],
+            check=True,
+        )
     return output
 
 
@@ -465,13 +544,23 @@ def memory_check(path: Path, backend: str) -> dict[str, float | str]:
     detector = Detector.load(DetectorConfig(diarization_backend=backend))
     loaded_mb = peak_rss_mb()
     start = time.perf_counter()
-    report = detector.predict_bytes(path.read_bytes(), filename=path.name, use_diarization=True,
-                                    limits=DecodeLimits(max_duration_s=4 * 3600.0))
+    report = detector.predict_bytes(
+        path.read_bytes(),
+        filename=path.name,
+        use_diarization=True,
+        limits=DecodeLimits(max_upload_bytes=1 << 30, max_duration_s=4 * 3600.0, ffmpeg_timeout_s=1800.0),
+    )
     return {
-        "file": str(path), "duration_s": report.duration, "speech_s": report.speech_duration,
-        "speakers": len(report.speakers), "segments": len(report.segments),
-        "seconds": time.perf_counter() - start, **{f"{k}_ms": v for k, v in report.timings_ms.items()},
-        "peak_rss_after_load_mb": loaded_mb, "peak_rss_mb": peak_rss_mb(), "backend": detector.models["diarization_backend"],
+        "file": str(path),
+        "duration_s": report.duration,
+        "speech_s": report.speech_duration,
+        "speakers": len(report.speakers),
+        "segments": len(report.segments),
+        "seconds": time.perf_counter() - start,
+        **{f"{k}_ms": v for k, v in report.timings_ms.items()},
+        "peak_rss_after_load_mb": loaded_mb,
+        "peak_rss_mb": peak_rss_mb(),
+        "backend": detector.models["diarization_backend"],
     }
 
 
@@ -489,18 +578,41 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("embedded", "pyannote", "auto"), default="embedded")
-    parser.add_argument("--pyannote-dir", type=Path, default=None,
-                        help="local pyannote pipeline directory (config.yaml + sub-models); default model/<pipeline>")
+    parser.add_argument(
+        "--pyannote-dir",
+        type=Path,
+        default=None,
+        help="local pyannote pipeline directory (config.yaml + sub-models); default model/<pipeline>",
+    )
     parser.add_argument("--dataset", action="append", choices=DATASETS, help="repeatable; default: all")
     parser.add_argument("--shared-dir", type=Path, default=DEFAULT_SHARED_DIR)
     parser.add_argument("--synthetic-count", type=int, default=24)
     parser.add_argument("--synthetic-seed", type=int, default=0)
+    parser.add_argument("--max-files", type=int, default=0, help="only the first N recordings of each dataset (0: all)")
     parser.add_argument("--output-dir", type=Path, default=None, help="write results.json and hypotheses RTTM here")
-    parser.add_argument("--make-long-audio", nargs=2, metavar=("MINUTES", "FILE"),
-                        help="write MINUTES of concatenated corpus speech to FILE (WebM/Opus) and exit")
-    parser.add_argument("--memory-check", type=Path, metavar="FILE",
-                        help="run FILE through the detector with diarization; print timings and peak RSS")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0: torch's default); 1 is steadier on a busy machine",
+    )
+    parser.add_argument(
+        "--make-long-audio",
+        nargs=2,
+        metavar=("MINUTES", "FILE"),
+        help="write MINUTES of concatenated corpus speech to FILE (WebM/Opus) and exit",
+    )
+    parser.add_argument(
+        "--memory-check",
+        type=Path,
+        metavar="FILE",
+        help="run FILE through the detector with diarization; print timings and peak RSS",
+    )
     args = parser.parse_args(argv)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     if args.make_long_audio:
         minutes, output = args.make_long_audio
         written = write_long_recording(args.shared_dir / "corpus", float(minutes), Path(output))
@@ -519,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     all_results: list[ItemResult] = []
     for dataset in args.dataset or DATASETS:
         items = load_items(dataset, args.shared_dir, args.synthetic_count, args.synthetic_seed)
+        items = items[: args.max_files] if args.max_files else items
         if not items:
             sys.stderr.write(f"{dataset}: no items found under {args.shared_dir}; skipped\n")
             continue
@@ -531,8 +644,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(summaries) > 1:
         summaries["all"] = summarise(all_results)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    sys.stdout.write(f"backend: {backends.describe()}\nload average at the end: {load:.2f} on {os.cpu_count()} CPUs\n\n"
-                     f"{format_table(summaries)}\n")
+    import torch
+
+    sys.stdout.write(
+        f"backend: {backends.describe()}\ntorch threads: {torch.get_num_threads()}; load average at the end: "
+        f"{load:.2f} on {os.cpu_count()} CPUs\n\n"
+        f"{format_table(summaries)}\n"
+    )
     if args.output_dir:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         rttm = args.output_dir / "hypotheses.rttm"
@@ -541,7 +659,11 @@ def main(argv: list[str] | None = None) -> int:
             write_rttm(result.hypothesis, rttm)
         per_file = [{k: v for k, v in vars(r).items() if k != "hypothesis"} for r in all_results]
         (args.output_dir / "results.json").write_text(
-            json.dumps({"backend": backends.describe(), "datasets": summaries, "files": per_file}, indent=2, default=_json_default)
+            json.dumps(
+                {"backend": backends.describe(), "datasets": summaries, "files": per_file},
+                indent=2,
+                default=_json_default,
+            )
         )
     return 0
 

@@ -31,6 +31,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 import torch
+import torch.nn.utils.rnn as nn_utils_rnn
 from pyannote.core import Annotation, Segment
 from scipy.cluster.hierarchy import fcluster, linkage
 
@@ -73,7 +74,6 @@ class DiarizerConfig:
     distance_threshold: float = 0.30  # cosine distance at which average-linkage clustering stops merging
     min_speaker_s: float = 3.2  # a cluster with less speech than this (windows x hop) is not a speaker
     max_cluster_windows: int = 2000  # more windows are clustered on an even subsample, then assigned
-    refine_iterations: int = 0  # re-estimate speakers from the Viterbi turns and decode again (measured: no gain)
     step_s: float = 0.1  # resolution of the output turns
     change_cost: float = 0.3  # Viterbi cost of a speaker change inside a speech region (similarity units)
     pause_change_cost: float = 0.05  # ... and across a pause between regions
@@ -103,16 +103,32 @@ class WindowEmbeddings:
 
 
 def embed_windows(
-    network: SpeakerNetwork, samples: np.ndarray, regions: list[SpeechRegion], *,
-    hop_s: float = 0.8, min_region_s: float = 0.3, batch_windows: int = 64,
+    network: SpeakerNetwork,
+    samples: np.ndarray,
+    regions: list[SpeechRegion],
+    *,
+    hop_s: float = 0.8,
+    min_region_s: float = 0.3,
+    batch_windows: int = 64,
 ) -> WindowEmbeddings:
     """Embed 1.6 s windows every ``hop_s`` inside each region (one shorter window for a short region).
 
-    Streams: mels are computed per batch of ``batch_windows`` windows, and only the embeddings are
-    kept, so memory stays bounded whatever the length of the audio.
+    Streams: mels are computed for at most ``batch_windows`` windows at a time and windows from
+    successive regions share batches (one LSTM pass per batch, whatever the number of regions);
+    only the embeddings are kept, so memory stays bounded whatever the length of the audio.
     """
     hop_frames = max(1, round(hop_s * FRAMES_PER_S))
-    starts, ends, owners, vectors = [], [], [], []
+    starts: list[float] = []
+    ends: list[float] = []
+    owners: list[int] = []
+    vectors: list[np.ndarray] = []
+    pending: list[torch.Tensor] = []  # mel windows waiting for a batch
+
+    def flush() -> None:
+        if pending:
+            vectors.append(_embed_batch(network, pending))
+            pending.clear()
+
     for index, region in enumerate(regions):
         if region.duration < min_region_s:
             continue
@@ -124,20 +140,43 @@ def embed_windows(
             lo, hi = int(group[0]), int(min(group[-1] + WINDOW_FRAMES, n_frames))
             mels = network.mels(crop[lo * HOP_SAMPLES : hi * HOP_SAMPLES])
             length = min(WINDOW_FRAMES, mels.shape[0])
-            batch = torch.stack([mels[s - lo : s - lo + length] for s in group.tolist()])
-            with torch.inference_mode():
-                _, embedding = network.net(batch)
-            vectors.append(embedding.numpy())
-            window_start = region.start + group / FRAMES_PER_S
-            starts.append(window_start)
-            ends.append(np.minimum(window_start + length / FRAMES_PER_S, region.end))
-            owners.append(np.full(group.size, index))
+            for frame in group.tolist():
+                pending.append(mels[frame - lo : frame - lo + length])
+                starts.append(region.start + frame / FRAMES_PER_S)
+                ends.append(min(region.start + (frame + length) / FRAMES_PER_S, region.end))
+                owners.append(index)
+                if len(pending) == batch_windows:
+                    flush()
+    flush()
     if not vectors:
-        return WindowEmbeddings(np.zeros(0), np.zeros(0), np.zeros(0, dtype=int), np.zeros((0, network.dimension), np.float32))
-    return WindowEmbeddings(np.concatenate(starts), np.concatenate(ends), np.concatenate(owners), np.concatenate(vectors))
+        return WindowEmbeddings(
+            np.zeros(0), np.zeros(0), np.zeros(0, dtype=int), np.zeros((0, network.dimension), np.float32)
+        )
+    return WindowEmbeddings(np.array(starts), np.array(ends), np.array(owners), np.concatenate(vectors))
 
 
-def cluster_embeddings(vectors: np.ndarray, distance_threshold: float, min_size: int = 1, max_windows: int = 2000) -> np.ndarray:
+@torch.inference_mode()
+def _embed_batch(network: SpeakerNetwork, windows: list[torch.Tensor]) -> np.ndarray:
+    """(window, 256) d-vectors of mel windows ((frame, 40) each; lengths may differ).
+
+    Windows of equal length go through the network as one tensor; mixed lengths are packed, so
+    each embedding is read at its own last frame: the network's ``forward`` (3 LSTMs, last frame,
+    linear, ReLU, L2 norm) on each window alone.
+    """
+    lengths = [w.shape[0] for w in windows]
+    if len(set(lengths)) == 1:
+        return network.net(torch.stack(windows))[1].numpy()
+    net = network.net
+    hidden = nn_utils_rnn.pack_sequence(windows, enforce_sorted=False)
+    for lstm in net.lstms:
+        hidden, (last, _) = lstm(hidden)
+    embedding = torch.relu(net.linear(last[-1]))
+    return (embedding / embedding.norm(dim=1, keepdim=True).clamp_min(1e-8)).numpy()
+
+
+def cluster_embeddings(
+    vectors: np.ndarray, distance_threshold: float, min_size: int = 1, max_windows: int = 2000
+) -> np.ndarray:
     """Speaker labels 0..k-1 for (window, dimension) unit vectors, the number of speakers estimated.
 
     Average-linkage agglomerative clustering on cosine distance, cut at ``distance_threshold``;
@@ -149,7 +188,12 @@ def cluster_embeddings(vectors: np.ndarray, distance_threshold: float, min_size:
     if n < 2:
         return np.zeros(n, dtype=int)
     sample = np.linspace(0, n - 1, max_windows).round().astype(int) if n > max_windows else np.arange(n)
-    labels = fcluster(linkage(vectors[sample], method="average", metric="cosine"), t=distance_threshold, criterion="distance") - 1
+    labels = (
+        fcluster(
+            linkage(vectors[sample], method="average", metric="cosine"), t=distance_threshold, criterion="distance"
+        )
+        - 1
+    )
     counts = np.bincount(labels)
     large = np.flatnonzero(counts >= min(min_size, counts.max()))
     centroids = _unit(np.stack([vectors[sample][labels == c].mean(axis=0) for c in large]))
@@ -170,7 +214,9 @@ def _relabel_by_first_appearance(labels: np.ndarray) -> np.ndarray:
 
 
 def frame_scores(
-    windows: WindowEmbeddings, centroids: np.ndarray, frame_times: np.ndarray,
+    windows: WindowEmbeddings,
+    centroids: np.ndarray,
+    frame_times: np.ndarray,
 ) -> np.ndarray:
     """(frame, speaker) similarity of each frame to each speaker.
 
@@ -186,7 +232,7 @@ def frame_scores(
     order = np.argsort(windows.starts, kind="stable")
     first = np.searchsorted(frame_times, windows.starts[order], side="left")
     last = np.searchsorted(frame_times, windows.ends[order], side="left")
-    for w, lo, hi in zip(order, first, last):
+    for w, lo, hi in zip(order, first, last, strict=True):
         if hi <= lo:
             continue
         weight = 1.0 - np.abs(frame_times[lo:hi] - centres[w]) / (half[w] * 1.05)
@@ -194,7 +240,16 @@ def frame_scores(
         weights[lo:hi] += weight
     uncovered = weights <= 0
     if uncovered.any():
-        nearest = np.abs(frame_times[uncovered, None] - centres[None, :]).argmin(axis=1)
+        by_centre = np.argsort(centres, kind="stable")
+        sorted_centres = centres[by_centre]
+        after = np.clip(np.searchsorted(sorted_centres, frame_times[uncovered]), 1, centres.size - 1)
+        before = after - 1
+        closer_before = np.abs(frame_times[uncovered] - sorted_centres[before]) <= np.abs(
+            sorted_centres[after] - frame_times[uncovered]
+        )
+        nearest = (
+            by_centre[np.where(closer_before, before, after)] if centres.size > 1 else np.zeros(uncovered.sum(), int)
+        )
         scores[uncovered] = similarity[nearest]
         weights[uncovered] = 1.0
     return scores / weights[:, None]
@@ -271,7 +326,9 @@ class EmbeddedDiarizer:
 
     def embed(self, samples: np.ndarray, regions: list[SpeechRegion]) -> WindowEmbeddings:
         c = self.config
-        return embed_windows(self.network, samples, regions, hop_s=c.hop_s, min_region_s=c.min_region_s, batch_windows=c.batch_windows)
+        return embed_windows(
+            self.network, samples, regions, hop_s=c.hop_s, min_region_s=c.min_region_s, batch_windows=c.batch_windows
+        )
 
     def cluster(self, windows: WindowEmbeddings) -> np.ndarray:
         """(speaker, dimension) centroids of the speakers found among the windows."""
@@ -296,16 +353,10 @@ class EmbeddedDiarizer:
             return annotation
         centroids = self.cluster(windows)
         times, owners = self._frames(regions)
-        costs = np.where(np.diff(owners, prepend=owners[0]) != 0, self.config.pause_change_cost, self.config.change_cost)
-        for iteration in range(self.config.refine_iterations + 1):
-            labels = viterbi(frame_scores(windows, centroids, times), costs)
-            if iteration == self.config.refine_iterations:
-                break
-            refined = self._reestimate(windows, times, labels)
-            if refined is None:
-                break
-            centroids = refined
-        labels = _relabel_by_first_appearance(labels)
+        costs = np.where(
+            np.diff(owners, prepend=owners[0]) != 0, self.config.pause_change_cost, self.config.change_cost
+        )
+        labels = _relabel_by_first_appearance(viterbi(frame_scores(windows, centroids, times), costs))
         turns = self._turns(regions, times, owners, labels)
         if self.config.snap_s > 0:
             turns = self._snap_to_pauses(samples, turns)
@@ -326,24 +377,25 @@ class EmbeddedDiarizer:
             owners.append(np.full(n, index))
         return np.concatenate(times), np.concatenate(owners)
 
-    def _reestimate(self, windows: WindowEmbeddings, times: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
-        """Centroids from the windows the decoded turns give each speaker; speakers left with less
-        than ``min_speaker_s`` of speech are dropped. None when nothing changes."""
-        centres = (windows.starts + windows.ends) / 2
-        window_labels = labels[np.clip(np.searchsorted(times, centres), 0, times.size - 1)]
-        speech = np.bincount(labels) * self.config.step_s
-        kept = [k for k in np.unique(window_labels) if speech[k] >= self.config.min_speaker_s] or [int(np.argmax(speech))]
-        return _unit(np.stack([windows.vectors[window_labels == k].mean(axis=0) if (window_labels == k).any() else 0 * windows.vectors[0] for k in kept]))
-
-    def _turns(self, regions: list[SpeechRegion], times: np.ndarray, owners: np.ndarray, labels: np.ndarray) -> list[_Turn]:
+    def _turns(
+        self, regions: list[SpeechRegion], times: np.ndarray, owners: np.ndarray, labels: np.ndarray
+    ) -> list[_Turn]:
         """Runs of one label inside a region become turns, cut half-way between frames."""
         turns = []
         change = np.flatnonzero((np.diff(labels) != 0) | (np.diff(owners) != 0)) + 1
         for run in np.split(np.arange(labels.size), change):
             first, last = run[0], run[-1]
             region = regions[owners[first]]
-            start = region.start if first == 0 or owners[first - 1] != owners[first] else (times[first - 1] + times[first]) / 2
-            end = region.end if last == labels.size - 1 or owners[last + 1] != owners[last] else (times[last] + times[last + 1]) / 2
+            start = (
+                region.start
+                if first == 0 or owners[first - 1] != owners[first]
+                else (times[first - 1] + times[first]) / 2
+            )
+            end = (
+                region.end
+                if last == labels.size - 1 or owners[last + 1] != owners[last]
+                else (times[last] + times[last + 1]) / 2
+            )
             turns.append(_Turn(float(start), float(end), int(labels[first]), int(owners[first])))
         return turns
 
@@ -367,7 +419,7 @@ class EmbeddedDiarizer:
             quiet = smoothed < context.max() - c.pause_db
             if quiet.any():
                 edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(int), [0]])))
-                runs = list(zip(edges[::2], edges[1::2]))
+                runs = list(zip(edges[::2], edges[1::2], strict=True))
                 centre = (boundary - lo) / 0.01
                 first, last = min(runs, key=lambda r: (abs((r[0] + r[1]) / 2 - centre), -(r[1] - r[0])))
                 cut_start, cut_end = lo + first * 0.01, lo + last * 0.01
@@ -411,8 +463,13 @@ def default_pyannote_dir() -> Path:
 
 
 def load_speech_backends(
-    choice: str = "auto", *, network: SpeakerNetwork | None = None, vad_config: VadConfig = VadConfig(),
-    diarizer_config: DiarizerConfig = DiarizerConfig(), pyannote_dir: Path | None = None, token: str | None = None,
+    choice: str = "auto",
+    *,
+    network: SpeakerNetwork | None = None,
+    vad_config: VadConfig | None = None,
+    diarizer_config: DiarizerConfig = DiarizerConfig(),
+    pyannote_dir: Path | None = None,
+    token: str | None = None,
 ) -> SpeechBackends:
     """Load the VAD and diarizer for ``choice``.
 
@@ -450,7 +507,7 @@ def load_speech_backends(
                 pipeline = pyannote_backend.load_pipeline(source, token=token)
                 return SpeechBackends(
                     backend="pyannote",
-                    vad=pyannote_backend.PyannoteVad(pipeline, vad_config, source=shown),
+                    vad=pyannote_backend.PyannoteVad(pipeline, vad_config or VadConfig(), source=shown),
                     diarizer=pyannote_backend.PyannoteDiarizer(pipeline, source=shown),
                     reason=f"pipeline loaded from {shown}",
                 )
@@ -465,6 +522,10 @@ def load_speech_backends(
     else:
         reason = "requested"
     network = network or SpeakerNetwork()
+    vad_config = vad_config or VadConfig()
     return SpeechBackends(
-        backend="embedded", vad=SileroVad(vad_config), diarizer=EmbeddedDiarizer(network, diarizer_config), reason=reason,
+        backend="embedded",
+        vad=SileroVad(vad_config),
+        diarizer=EmbeddedDiarizer(network, diarizer_config),
+        reason=reason,
     )

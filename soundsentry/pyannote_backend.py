@@ -100,9 +100,13 @@ def load_pipeline(source: Path | str, token: str | None = None) -> Any:
             else f"check {TOKEN_ENV}, that the token's account accepted the conditions at https://hf.co/{source}, "
             "and that huggingface.co can be reached (or export the pipeline to model/ where it can)"
         )
-        raise ModelLoadError(f"Cannot load the pyannote pipeline from {where}: {type(error).__name__}: {error}; {hint}.") from error
+        raise ModelLoadError(
+            f"Cannot load the pyannote pipeline from {where}: {type(error).__name__}: {error}; {hint}."
+        ) from error
     if pipeline is None:
-        raise ModelLoadError(f"pyannote could not download {source}; check {TOKEN_ENV} and the model's access conditions.")
+        raise ModelLoadError(
+            f"pyannote could not download {source}; check {TOKEN_ENV} and the model's access conditions."
+        )
     pipeline.to(torch.device("cpu"))
     return pipeline
 
@@ -124,10 +128,11 @@ class PyannoteVad:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, pipeline: Any, config: VadConfig = VadConfig(), source: str = "pyannote") -> None:
+    def __init__(self, pipeline: Any, config: VadConfig | None = None, source: str = "pyannote") -> None:
         from pyannote.audio import Inference
         from pyannote.audio.utils.signal import Binarize
 
+        config = config or VadConfig()
         model = pipeline._segmentation.model
         self.name = f"pyannote segmentation ({source})"
         self.config = config

@@ -16,12 +16,13 @@ from scripts.evaluate_diarization import (
     ConversationRecipe,
     aggregate,
     der_components,
-    main as evaluate_main,
     synthetic_items,
+)
+from scripts.evaluate_diarization import (
+    main as evaluate_main,
 )
 from soundsentry.audio import decode_file
 from soundsentry.diarization import (
-    DiarizerConfig,
     EmbeddedDiarizer,
     cluster_embeddings,
     embed_windows,
@@ -209,8 +210,10 @@ def test_auto_falls_back_to_embedded_and_says_why(tmp_path: Path, monkeypatch, n
 
 
 def test_broken_pipeline_directory_is_a_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "config.yaml").write_text("pipeline:\n  name: pyannote.audio.pipelines.SpeakerDiarization\n"
-                                          "  params:\n    segmentation: $model/segmentation\n")
+    (tmp_path / "config.yaml").write_text(
+        "pipeline:\n  name: pyannote.audio.pipelines.SpeakerDiarization\n"
+        "  params:\n    segmentation: $model/segmentation\n"
+    )
     with pytest.raises(ModelLoadError, match="Cannot load the pyannote pipeline"):
         load_speech_backends("pyannote", pyannote_dir=tmp_path)
 
@@ -244,22 +247,42 @@ def test_synthetic_conversation_reference_is_exact_and_seeded() -> None:
     assert 0.0 < extent.start and extent.end < first.duration_s
     # where the reference says nobody speaks, the mix is (almost) silent
     silence = first.reference.get_timeline().support().gaps(first.uem.extent())
-    quiet = np.concatenate([first.samples[int(s.start * 16000) + 160 : int(s.end * 16000) - 160] for s in silence if s.duration > 0.1])
-    loud = np.concatenate([first.samples[int(s.start * 16000) : int(s.end * 16000)] for s in first.reference.get_timeline()])
+    quiet = np.concatenate(
+        [first.samples[int(s.start * 16000) + 160 : int(s.end * 16000) - 160] for s in silence if s.duration > 0.1]
+    )
+    loud = np.concatenate(
+        [first.samples[int(s.start * 16000) : int(s.end * 16000)] for s in first.reference.get_timeline()]
+    )
     assert np.sqrt(np.mean(quiet**2)) < 0.1 * np.sqrt(np.mean(loud**2))
 
 
 @needs_shared
 def test_evaluation_script_on_a_tiny_synthetic_conversation(tmp_path: Path, capsys) -> None:
-    code = evaluate_main(["--backend", "embedded", "--dataset", "synthetic", "--synthetic-count", "1",
-                          "--synthetic-seed", "7", "--shared-dir", str(SHARED_DIR), "--output-dir", str(tmp_path)])
+    code = evaluate_main(
+        [
+            "--backend",
+            "embedded",
+            "--dataset",
+            "synthetic",
+            "--synthetic-count",
+            "1",
+            "--synthetic-seed",
+            "7",
+            "--shared-dir",
+            str(SHARED_DIR),
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     table = capsys.readouterr().out
     assert "| synthetic | 1 |" in table and "DER %" in table
     results = json.loads((tmp_path / "results.json").read_text())
     summary = results["datasets"]["synthetic"]
     assert summary["files"] == 1 and summary["total"] > 10.0
-    assert summary["der"] == pytest.approx(sum(summary[k] for k in ("confusion", "missed detection", "false alarm")) / summary["total"])
+    assert summary["der"] == pytest.approx(
+        sum(summary[k] for k in ("confusion", "missed detection", "false alarm")) / summary["total"]
+    )
     assert summary["der"] < 0.4 and summary["rtf_diarization"] > 0
     assert (tmp_path / "hypotheses.rttm").read_text().startswith("SPEAKER synth7_000 1 ")
 
