@@ -6,7 +6,8 @@
 Writes ``features.npy`` (row, dimension), ``labels.npy`` (row,; 1 = fake), ``meta.csv`` (one line
 per row: file, speaker, source, system, variant, augmentation, duration_s) and ``spec.json``.
 Each file's rows are cached under ``items/`` so an interrupted run resumes where it stopped.
-``--data`` takes manifests, folders holding ``manifest.csv``, or folders with ``real/`` + ``fake/``.
+``--data`` takes manifests, folders holding ``manifest.csv``, folders with ``real/`` + ``fake/``, and
+the In-the-Wild, ASVspoof 2019 LA / 2021 LA and DF and Fake-or-Real layouts (``soundsentry.datasets``).
 """
 
 from __future__ import annotations
