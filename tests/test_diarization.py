@@ -23,10 +23,12 @@ from scripts.evaluate_diarization import (
 )
 from soundsentry.audio import decode_file
 from soundsentry.diarization import (
+    DiarizerConfig,
     EmbeddedDiarizer,
     cluster_embeddings,
     embed_windows,
     load_speech_backends,
+    merge_regions,
     viterbi,
 )
 from soundsentry.encoder import SpeakerNetwork
@@ -125,11 +127,60 @@ def test_one_voice_stays_one_speaker(network: SpeakerNetwork, vad: SileroVad, sp
 
 def test_edge_inputs(network: SpeakerNetwork, speech_wav: Path) -> None:
     samples = decode_file(speech_wav).samples
-    diarizer = EmbeddedDiarizer(network)
+    assert len(EmbeddedDiarizer(network)(np.zeros(0, np.float32), [])) == 0  # no audio, no turns
+    diarizer = EmbeddedDiarizer(network, DiarizerConfig(vad_threshold=None))  # the given regions only
     assert len(diarizer(samples, [])) == 0  # no speech, no turns
     tiny = [SpeechRegion(0.5, 0.7), SpeechRegion(2.0, 2.2)]  # too short to embed: one speaker, kept
     assert diarizer(samples, tiny).labels() == ["SPEAKER_00"]
     assert diarizer(samples, tiny).get_timeline().duration() == pytest.approx(0.4)
+
+
+def test_regions_are_joined() -> None:
+    regions = merge_regions(
+        [SpeechRegion(2.0, 3.0), SpeechRegion(0.0, 1.0)],
+        [SpeechRegion(0.5, 1.5), SpeechRegion(3.0, 4.0)],
+        [SpeechRegion(5.0, 5.0)],
+    )
+    assert regions == [SpeechRegion(0.0, 1.5), SpeechRegion(2.0, 4.0)]
+
+
+def test_speech_the_given_regions_miss_is_diarized_too(
+    network: SpeakerNetwork, vad: SileroVad, speech_wav: Path
+) -> None:
+    """The embedded diarizer joins its own, more sensitive VAD's regions to those it is given."""
+    samples = decode_file(speech_wav).samples
+    looped = np.concatenate([samples, np.zeros(8000, np.float32), samples])
+    regions = vad(looped)
+    first_half = [r for r in regions if r.end <= samples.size / 16_000]
+    assert first_half and len(first_half) < len(regions)
+    second_half = Segment(samples.size / 16_000 + 0.5, looped.size / 16_000)
+    given_only = EmbeddedDiarizer(network, DiarizerConfig(vad_threshold=None))(looped, first_half)
+    assert given_only.get_timeline().crop(second_half).duration() == 0.0
+    joined = EmbeddedDiarizer(network)(looped, first_half)
+    assert joined.get_timeline().crop(second_half).duration() > 0.5 * second_half.duration
+    given = Timeline([Segment(r.start, r.end) for r in first_half])
+    assert joined.get_timeline().support().crop(given).duration() == pytest.approx(given.duration(), abs=0.05)
+
+
+needs_ami = pytest.mark.skipif(
+    not (SHARED_DIR / "diarization" / "ami_debug" / "trn07.flac").is_file(),
+    reason=f"{SHARED_DIR}/diarization/ami_debug (AMI excerpts) is not present",
+)
+
+
+@needs_ami
+def test_quiet_meeting_speech_is_found(network: SpeakerNetwork, vad: SileroVad) -> None:
+    """AMI excerpts: the default VAD misses distant speakers; the diarizer's sensitive VAD finds more."""
+    from scripts.evaluate_diarization import ami_items
+
+    found_by_default = found = 0.0
+    for item in ami_items(SHARED_DIR):
+        speech = item.reference.get_timeline().support().crop(item.uem)
+        regions = vad(item.samples)
+        found_by_default += Timeline([Segment(r.start, r.end) for r in regions]).support().crop(speech).duration()
+        hypothesis = EmbeddedDiarizer(network)(item.samples, regions, uri=item.uri)
+        found += hypothesis.get_timeline().support().crop(speech).duration()
+    assert found > found_by_default + 5.0, (found, found_by_default)  # seconds, of ~250 s of speech
 
 
 def test_embedding_is_streamed_in_bounded_batches(network: SpeakerNetwork, speech_wav: Path, monkeypatch) -> None:
