@@ -1,7 +1,10 @@
-"""Write ``data/MODEL_CARD.md`` from the training report and a devset evaluation.
+"""Write ``data/MODEL_CARD.md`` from the training reports of every shipped artefact and a devset evaluation.
 
     python -m scripts.model_card --training-report data/training_report.json \
         --devset-metrics results/devset/metrics.json [--browser-metrics results/devset_webm/metrics.json]
+
+The CNN-Transformer (``data/cnn_transformer.json``) and fusion (``data/fusion.json``) sections are
+added when those artefacts are there.
 
 The figures in the card are copied from those JSON files, never typed by hand. ``--notes FILE``
 appends a hand-written section (what was tried, what did not help).
@@ -29,7 +32,43 @@ def devset_section(title: str, metrics: dict) -> list[str]:
              f"| accuracy of the verdicts | {pct(metrics.get('accuracy'))} |"]
     for source, eer in metrics.get("per_source_eer", {}).items():
         lines.append(f"| EER, {source} fakes vs all reals | {pct(eer)} |")
+    for member, values in metrics.get("members", {}).items():
+        lines.append(f"| EER of the {member} scorer alone (ROC-AUC) | {pct(values['eer'])} ({values['roc_auc']:.3f}) |")
     return lines + [""]
+
+
+def cnn_section(path: Path) -> list[str]:
+    meta = json.loads(path.read_text())
+    info, held = meta["metadata"], meta["metadata"].get("heldout", {})
+    lines = ["## CNN-Transformer scorer (`data/cnn_transformer.pt`)", "",
+             f"- Input: `{json.dumps(meta['features'])}`; model: `{json.dumps(meta['model_config'])}`, "
+             f"{meta.get('parameters', 0):,} parameters.",
+             f"- Trained {info.get('trained')} with `{info.get('command')}` on {info['data']['files']} files "
+             f"({info['data']['fake_files']} fake): {json.dumps(info['data'].get('files_per_source_label'))}.",
+             f"- Held-out speakers ({len(info['data'].get('heldout_groups', []))} groups; they pick the epoch): "
+             f"EER {pct(held.get('eer'))}; per system {json.dumps({k: round(v, 3) for k, v in held.get('per_system_eer_vs_all_reals', {}).items()})}."]
+    if "devset" in info:
+        dev = info["devset"]
+        lines.append(f"- Alone on ../shared/devset (whole files, windows pooled): EER {pct(dev['pooled_eer'])}; "
+                     f"per source {json.dumps({k: round(v, 3) for k, v in dev['per_source_eer'].items()})}.")
+    return lines + [""]
+
+
+def fusion_section(path: Path) -> list[str]:
+    fusion = json.loads(path.read_text())
+    info = fusion["metadata"]
+    lines = ["## Fusion and calibration (`data/fusion.json`)", "",
+             "P(fake) = sigmoid("
+             + " + ".join(f"{w:.3f}·logit(p_{m})" for m, w in zip(fusion["members"], fusion["weights"], strict=True))
+             + f" {fusion['bias']:+.3f}), a class-balanced logistic regression fitted with `{info.get('command')}` on "
+             f"{info.get('heldout_segments')} segments of {info.get('heldout_files')} files of held-out training speakers "
+             f"({', '.join(info.get('conditions', []))}) that neither member trained on.", "",
+             "| held-out training speakers | EER | ROC-AUC | ECE |", "| --- | --- | --- | --- |"]
+    for name, values in info.get("heldout", {}).items():
+        lines.append(f"| {name} | {pct(values['eer'])} | {values['roc_auc']:.3f} | {values['ece']:.3f} |")
+    lines += ["", "Decision thresholds (EER points of the fused held-out scores per duration category): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in fusion["thresholds"].items()), ""]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,16 +77,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devset-metrics", type=Path, required=True)
     parser.add_argument("--browser-metrics", type=Path)
     parser.add_argument("--notes", type=Path)
+    parser.add_argument("--cnn", type=Path, default=Path("data/cnn_transformer.json"))
+    parser.add_argument("--fusion", type=Path, default=Path("data/fusion.json"))
     parser.add_argument("--output", type=Path, default=Path("data/MODEL_CARD.md"))
     args = parser.parse_args(argv)
     report = json.loads(args.training_report.read_text())
     cv = report["cross_validation"]
     data = report["training_data"]
     lines = [
-        "# Model card: TKAN classifier (shipped default)", "",
-        "Resemblyzer voice-encoder activations (3 LSTM layers + embedding layer), each reduced to its top-k "
-        "activated neurons (TKAN), scaled with a StandardScaler and classified by a small MLP.", "",
-        "## How it was trained", "",
+        "# Model card: Sound Sentry detector", "",
+        "Two scorers and their fusion. **TKAN**: Resemblyzer voice-encoder activations (3 LSTM layers + "
+        "embedding layer), each reduced to its top-k activated neurons, scaled with a StandardScaler and "
+        "classified by a small MLP. **CNN-Transformer** on log spectrograms (section below). The fusion "
+        "(when `data/fusion.json` is there) turns both into one calibrated P(fake) and sets the thresholds.", "",
+        "## TKAN classifier: how it was trained", "",
         f"- TKAN features: `{json.dumps(data.get('feature_spec'))}`; extraction recipe: `{json.dumps(data['recipe'])}`.",
         f"- Rows: {data['rows']} "
         f"({data['fake_rows']} fake) from {data['speakers']} speakers.",
@@ -59,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         "(`python -m scripts.make_spoofs`). Every file, real or fake, passed through the same random "
         "augmentation (Opus/WEBM, MP3, AAC at browser bitrates, noise, reverberation, band limits, RawBoost).",
         "",
-        "## In-corpus validation (flatters: same sources, same generator families)", "",
+        "## TKAN in-corpus validation (flatters: same sources, same generator families)", "",
         f"{cv['method']}:", "",
         "| measure | value |", "| --- | --- |",
         f"| EER | {pct(cv['pooled']['eer'])} |",
@@ -71,9 +114,13 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| EER, {category} segments | {pct(values.get('eer'))} |")
     for system, eer in cv["per_system_eer"].items():
         lines.append(f"| EER, {system} vs all reals | {pct(eer)} |")
-    lines += ["", "Decision thresholds (EER point of the out-of-fold scores per duration category): "
-              + ", ".join(f"{k} {v:.3f}" for k, v in report["thresholds"].items()), "",
-              "## Generalisation: ../shared/devset (never trained or fitted on)", "",
+    lines += ["", "TKAN decision thresholds (EER point of the out-of-fold scores per duration category; used "
+              "when no fusion is shipped): " + ", ".join(f"{k} {v:.3f}" for k, v in report["thresholds"].items()), ""]
+    if args.cnn.is_file():
+        lines += cnn_section(args.cnn)
+    if args.fusion.is_file():
+        lines += fusion_section(args.fusion)
+    lines += ["## Generalisation: ../shared/devset (never trained or fitted on)", "",
               "Scored through the served path (`python -m scripts.run_test --test-dir ../shared/devset`).", ""]
     lines += devset_section("Whole files", json.loads(args.devset_metrics.read_text()))
     if args.browser_metrics:

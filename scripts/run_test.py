@@ -1,11 +1,13 @@
 """Evaluate the detector on a labelled folder or manifest, through the same path the API serves.
 
-    python -m scripts.run_test --test-dir DIR [--use-diarization] [--output-dir OUT]
+    python -m scripts.run_test --test-dir DIR [--use-diarization] [--output-dir OUT] [--no-plots]
 
 DIR holds ``real/`` and ``fake/`` sub-folders, or a ``manifest.csv`` (``path,label[,source,system]``);
-``--test-dir`` may also name a CSV directly. Writes ``predictions.csv`` and ``metrics.json`` (eer,
-roc_auc, accuracy, precision, recall, f1, confusion_matrix, threshold, per-source and per-system EER
-when the manifest names them) and prints a summary.
+``--test-dir`` may also name a CSV directly, or any layout ``soundsentry.datasets.load_items`` reads
+(In-the-Wild, ASVspoof 2019 LA / 2021 LA and DF protocols, Fake-or-Real splits). Writes
+``predictions.csv`` and ``metrics.json`` (eer, roc_auc, accuracy, precision, recall, f1,
+confusion_matrix, threshold, min DCF, per-source and per-system EER and min DCF when the data names
+them), the figures of ``soundsentry.plots`` beside them, and prints a summary.
 """
 
 from __future__ import annotations
@@ -21,24 +23,32 @@ import torch
 from tqdm import tqdm
 
 from soundsentry.datasets import load_items
-from soundsentry.detector import Detector
-from soundsentry.evaluation import BrowserChunks, predict_items, summarise
+from soundsentry.detector import DEFAULT_DATA_DIR, Detector, DetectorConfig
+from soundsentry.evaluation import BrowserChunks, predict_items, scored_arrays, summarise
+from soundsentry.plots import write_plots
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--test-dir", type=Path, default=Path("test_data"))
     parser.add_argument("--use-diarization", action="store_true")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="model directory to evaluate (default: the shipped data/)")
+    parser.add_argument("--denoise", action="store_true",
+                        help="noisereduce the input before scoring (measured on the devset: see data/MODEL_CARD.md)")
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
     parser.add_argument("--limit", type=int, help="only the first N files")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (more only helps on an idle machine)")
     parser.add_argument("--browser-chunks", action="store_true",
                         help="score each file as the browser extension sends it: 4 s WEBM/Opus 32 kb/s chunks")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="skip the PNG figures (confusion matrix, ROC, DET, score histograms)")
     return parser.parse_args(argv)
 
 
 def format_summary(metrics: dict) -> str:
-    lines = [f"{'chunks' if metrics.get('browser_chunks') else 'files'} {metrics['files']}: scored {metrics['scored']}, no speech {metrics['no_speech']}, "
+    unit = "chunks" if metrics.get("browser_chunks") else "files"
+    lines = [f"{unit} {metrics['files']}: scored {metrics['scored']}, no speech {metrics['no_speech']}, "
              f"errors {metrics['errors']}"]
     if "eer" in metrics:
         lines.append(f"EER {metrics['eer']:.2%}  ROC-AUC {metrics['roc_auc']:.3f}  minDCF {metrics['min_dcf']:.3f}  "
@@ -53,7 +63,9 @@ def format_summary(metrics: dict) -> str:
             f"  Real  {tn:6d} {fp:6d}",
             f"  Fake  {fn:6d} {tp:6d}",
         ]
-    for key in ("per_source_eer", "per_system_eer"):
+    for name, member in metrics.get("members", {}).items():
+        lines.append(f"{name} alone: EER {member['eer']:.1%}, ROC-AUC {member['roc_auc']:.3f}")
+    for key in ("per_source_eer", "per_source_eer_within_source", "per_system_eer"):
         if len(metrics.get(key, {})) > 1:
             lines.append(key.replace("_", " ") + ": " + ", ".join(f"{k} {v:.1%}" for k, v in metrics[key].items()))
     return "\n".join(lines)
@@ -70,13 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         items = items[: args.limit]
     torch.set_num_threads(args.threads)
-    detector = Detector.load()
+    detector = Detector.load(DetectorConfig(data_dir=args.data_dir, denoise=args.denoise))
     predictions = predict_items(detector, items, use_diarization=args.use_diarization,
                                 chunks=BrowserChunks() if args.browser_chunks else None,
                                 progress=lambda x: tqdm(x, desc="evaluating", unit="file"))
-    metrics = summarise(predictions, detector.tkan.thresholds)
+    metrics = summarise(predictions, detector.thresholds)
     metrics["use_diarization"] = args.use_diarization
     metrics["browser_chunks"] = args.browser_chunks
+    metrics["denoise"] = args.denoise
+    metrics["models"] = detector.models
     args.output_dir.mkdir(parents=True, exist_ok=True)
     with (args.output_dir / "predictions.csv").open("w", newline="") as handle:
         rows = [p.row() for p in predictions]
@@ -84,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         writer.writeheader()
         writer.writerows(rows)
     (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    arrays = scored_arrays(predictions)
+    if not args.no_plots and arrays["labels"].size:
+        threshold = 0.5 if metrics.get("threshold") is None else metrics["threshold"]
+        write_plots(args.output_dir, arrays["labels"], arrays["scores"], threshold,
+                    groups=arrays["systems"], decisions=arrays["verdicts"])
     sys.stdout.write(format_summary(metrics) + f"\nwritten to {args.output_dir}\n")
     return 0
 

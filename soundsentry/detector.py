@@ -1,6 +1,11 @@
 """The one path from audio to report, shared by the API, the CLI and the batch evaluator.
 
-    waveform ─► VAD ─► speakers (optional) ─► scoring segments ─► TKAN + MLP ─► roll-up ─► Report
+    waveform ─► VAD ─► speakers (optional) ─► scoring segments ─┬► TKAN + MLP ──────┬► fusion ─► roll-up ─► Report
+                                                                 └► CNN-Transformer ─┘
+
+The fusion (``data/fusion.json``, :mod:`soundsentry.fusion`) turns the members' P(fake) into one
+calibrated P(fake) and carries the thresholds; without it the TKAN classifier scores alone with its
+own thresholds. Members the fusion gives no weight are not computed.
 
 Usage
 -----
@@ -12,19 +17,25 @@ Usage
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+import numpy as np
 
 from soundsentry.audio import DecodeLimits, Waveform, decode_audio
 from soundsentry.classifier import TkanArtifacts, load_tkan_artifacts
 from soundsentry.diarization import BackendChoice, DiarizerConfig, EmbeddedDiarizer, load_speech_backends
 from soundsentry.encoder import SpeakerNetwork
-from soundsentry.features import segment_features
+from soundsentry.errors import ModelLoadError
+from soundsentry.features import crop_samples, segment_features
+from soundsentry.fusion import FUSION_FILE, Fusion, check_member_artefacts
 from soundsentry.report import Report, SegmentResult
 from soundsentry.rollup import CATEGORIES, duration_category, label, overall_verdict, roll_up_speakers, weighted_mean
 from soundsentry.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
+from soundsentry.spectral import SpectralScorer
 from soundsentry.vad import SileroVad, VadConfig, total_duration
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -41,6 +52,8 @@ class DetectorConfig:
     # "auto": pyannote when a pipeline is in pyannote_dir (or HUGGING_FACE_TOKEN is set), else embedded
     diarization_backend: BackendChoice = "auto"
     pyannote_dir: Path | None = None  # default model/speaker-diarization-community-1
+    # spectral-gating noise reduction (noisereduce) before VAD and scoring; off: see data/MODEL_CARD.md
+    denoise: bool = False
 
 
 class _Timer:
@@ -66,13 +79,19 @@ class Detector:
         network: SpeakerNetwork,
         tkan: TkanArtifacts,
         diarizer: EmbeddedDiarizer,
+        fusion: Fusion | None = None,
+        cnn: SpectralScorer | None = None,
     ) -> None:
         self.config = config
         self.vad = vad
         self.network = network
         self.tkan = tkan
         self.diarizer = diarizer
-        missing = set(CATEGORIES) - set(tkan.thresholds)
+        self.fusion = fusion
+        self.cnn = cnn
+        if fusion is not None and "cnn" in fusion.active_members and cnn is None:
+            raise ValueError("the fusion weighs the CNN-Transformer but no CNN scorer was given")
+        missing = set(CATEGORIES) - set(self.thresholds)
         if missing:
             raise ValueError(f"thresholds missing for duration categories {sorted(missing)}")
 
@@ -85,6 +104,13 @@ class Detector:
         is available, else Silero VAD and the embedded diarizer.
         """
         network = SpeakerNetwork()
+        fusion_path = config.data_dir / FUSION_FILE
+        fusion = Fusion.load(fusion_path) if fusion_path.is_file() else None
+        cnn = None
+        if fusion is not None and "cnn" in fusion.active_members:
+            cnn = _load_cnn(config.data_dir / "cnn_transformer.pt")
+        if fusion is not None:
+            check_member_artefacts(fusion, config.data_dir)
         backends = load_speech_backends(
             config.diarization_backend, network=network, vad_config=config.vad,
             diarizer_config=config.diarizer, pyannote_dir=config.pyannote_dir,
@@ -95,9 +121,21 @@ class Detector:
             network=network,
             tkan=load_tkan_artifacts(config.data_dir),
             diarizer=backends.diarizer,
+            fusion=fusion,
+            cnn=cnn,
         )
         detector.speech_backends = backends
         return detector
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Decision threshold per duration category: the fusion's, or the TKAN classifier's alone."""
+        return dict(self.fusion.thresholds if self.fusion is not None else self.tkan.thresholds)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The scorers computed for each segment."""
+        return self.fusion.active_members if self.fusion is not None else ("tkan",)
 
     @property
     def models(self) -> dict[str, str]:
@@ -106,6 +144,13 @@ class Detector:
             "vad": self.vad.name,
             "speaker_network": self.network.name,
             "tkan_classifier": f"mlp {self.tkan.spec.key}",
+            "cnn_transformer": (
+                f"{self.cnn.features.kind} {self.cnn.features.key}" if self.cnn is not None else "not used"
+            ),
+            "fusion": (
+                " + ".join(f"{w:.2f}·{m}" for m, w in zip(self.fusion.members, self.fusion.weights, strict=True))
+                if self.fusion is not None else "none (TKAN alone)"
+            ),
             "diarization": self.diarizer.name,
             "diarization_backend": backends.describe() if backends else type(self.diarizer).__name__,
         }
@@ -125,6 +170,9 @@ class Detector:
     def predict(self, waveform: Waveform, *, use_diarization: bool = False) -> Report:
         timer = _Timer()
         samples = waveform.samples
+        if self.config.denoise:
+            with timer.stage("denoise"):
+                samples = _denoise(samples)
         with timer.stage("vad"):
             regions = self.vad(samples)
         speech = total_duration(regions)
@@ -138,12 +186,14 @@ class Detector:
         if not segments:
             return self._no_speech(waveform, speech, use_diarization, timer.ms)
 
-        with timer.stage("tkan"):
-            features = segment_features(self.network, self.tkan.spec, samples, segments)
-            probabilities = self.tkan.predict_fake(features)
+        member_scores = self._score(samples, segments, timer)
+        probabilities = (
+            self.fusion.combine(member_scores) if self.fusion is not None else member_scores["tkan"]
+        )
+        thresholds = self.thresholds
         results = []
-        for segment, probability in zip(segments, probabilities):
-            threshold = self.tkan.thresholds[duration_category(segment.duration)]
+        for index, (segment, probability) in enumerate(zip(segments, probabilities, strict=True)):
+            threshold = thresholds[duration_category(segment.duration)]
             results.append(
                 SegmentResult(
                     speaker=segment.speaker,
@@ -151,10 +201,10 @@ class Detector:
                     end=segment.end,
                     probability=float(probability),
                     result=label(float(probability), threshold),
-                    scores={"tkan": float(probability)},
+                    scores={name: float(values[index]) for name, values in member_scores.items()},
                 )
             )
-        speakers = roll_up_speakers(results, self.tkan.thresholds, self.config.min_speaker_speech_s)
+        speakers = roll_up_speakers(results, thresholds, self.config.min_speaker_speech_s)
         overall, certainty = overall_verdict(speakers)
         scored = sum(s.duration for s in results)
         category = duration_category(scored)
@@ -168,10 +218,23 @@ class Detector:
             category=category,
             duration=waveform.duration_s,
             speech_duration=speech,
-            threshold=self.tkan.thresholds[category],
+            threshold=thresholds[category],
             timings_ms=timer.ms,
             models=self.models,
         )
+
+    def _score(self, samples: np.ndarray, segments: list[ScoringSegment], timer: _Timer) -> dict[str, np.ndarray]:
+        """(segment,) P(fake) of each member in :attr:`members`."""
+        scores = {}
+        if "tkan" in self.members:
+            with timer.stage("tkan"):
+                features = segment_features(self.network, self.tkan.spec, samples, segments)
+                scores["tkan"] = np.asarray(self.tkan.predict_fake(features), dtype=np.float64)
+        if "cnn" in self.members:
+            with timer.stage("cnn"):
+                crops = [crop_samples(samples, s.start, s.end) for s in segments]
+                scores["cnn"] = np.asarray(self.cnn.score_many(crops), dtype=np.float64)
+        return scores
 
     def _no_speech(self, waveform: Waveform, speech: float, use_diarization: bool, timings: dict) -> Report:
         return Report(
@@ -184,7 +247,7 @@ class Detector:
             category=duration_category(speech),
             duration=waveform.duration_s,
             speech_duration=speech,
-            threshold=self.tkan.thresholds[duration_category(speech)],
+            threshold=self.thresholds[duration_category(speech)],
             message=(
                 f"Found {speech:.1f} s of speech in {waveform.duration_s:.1f} s of audio; at least "
                 f"{self.config.min_speech_s:.1f} s in one stretch of {self.config.segments.min_duration_s:.1f} s "
@@ -198,9 +261,11 @@ class Detector:
         """What is loaded: models, backends, thresholds, the feature definition, training metadata."""
         return {
             "models": self.models,
-            "thresholds": dict(self.tkan.thresholds),
+            "thresholds": self.thresholds,
             "feature_spec": self.tkan.spec.to_dict(),
             "training": self.tkan.metadata,
+            "fusion": self.fusion.to_dict() if self.fusion is not None else None,
+            "cnn_transformer": self.cnn.info() if self.cnn is not None else None,
             "config": {
                 "min_speech_s": self.config.min_speech_s,
                 "min_speaker_speech_s": self.config.min_speaker_speech_s,
@@ -208,3 +273,20 @@ class Detector:
                 "segment_max_s": self.config.segments.max_duration_s,
             },
         }
+
+
+def _load_cnn(path: Path) -> SpectralScorer:
+    try:
+        return SpectralScorer.load(path)
+    except Exception as error:  # a missing or corrupt artefact is a load error, reported at start-up
+        raise ModelLoadError(f"{path}: cannot load the CNN-Transformer the fusion needs ({error}); "
+                             "restore it or remove data/fusion.json to score with TKAN alone") from error
+
+
+def _denoise(samples: np.ndarray) -> np.ndarray:
+    import noisereduce
+
+    if samples.size < 2048:  # shorter than its STFT: nothing to estimate the noise from
+        return samples
+    return noisereduce.reduce_noise(y=samples, sr=16000, stationary=True, n_jobs=1).astype(np.float32)
+

@@ -21,7 +21,7 @@ The regions given are joined with those of a more sensitive Silero VAD (``vad_th
 distant speakers are not lost before diarization starts.
 
 One label per frame, so overlapped speech is never counted twice (it is attributed to one of
-the speakers). Measured with ``scripts/evaluate_diarization.py``; see docs/DIARIZATION.md.
+the speakers). Measured with ``scripts/evaluate_diarization.py``; figures in the README (Diarization).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Vad(Protocol):
 
 @dataclass(frozen=True)
 class DiarizerConfig:
-    """Settings of :class:`EmbeddedDiarizer`; the defaults are the measured ones (docs/DIARIZATION.md)."""
+    """Settings of :class:`EmbeddedDiarizer`; the defaults are the measured ones (README, Diarization)."""
 
     hop_s: float = 0.8  # window hop inside a speech region (windows are 1.6 s; cost grows as 1 / hop)
     min_region_s: float = 0.3  # shorter regions are not embedded; they take their neighbours' speaker

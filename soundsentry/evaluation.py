@@ -8,8 +8,9 @@ rejected are counted apart and left out of the metrics.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,8 @@ from soundsentry.audio import SAMPLE_RATE, decode_audio, encode_audio
 from soundsentry.datasets import AudioItem
 from soundsentry.detector import Detector
 from soundsentry.errors import SoundSentryError
-from soundsentry.metrics import binary_report, eer_from_labels
+from soundsentry.fusion import MEMBERS
+from soundsentry.metrics import binary_report, compute_eer, min_dcf
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class Prediction:
     error: str = ""
     processing_ms: float = 0.0
     chunk: str = ""
+    member_scores: dict[str, float] = field(default_factory=dict)  # each scorer's P(fake), speech-weighted
 
     def row(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class Prediction:
             "system": self.item.system, "status": self.status, "overall": self.overall,
             "probability": f"{self.probability:.6f}", "category": self.category,
             "speakers": self.speakers, "processing_ms": f"{self.processing_ms:.1f}", "error": self.error,
+            **{f"score_{m}": f"{self.member_scores[m]:.6f}" if m in self.member_scores else "" for m in MEMBERS},
         }
 
 
@@ -86,9 +90,16 @@ def predict_items(
             predictions.append(Prediction(
                 item, status, probability=report.mean_probability, overall=report.overall,
                 category=report.category, speakers=len(report.speakers), chunk=name,
-                processing_ms=sum(report.timings_ms.values()),
+                processing_ms=sum(report.timings_ms.values()), member_scores=_member_means(report),
             ))
     return predictions
+
+
+def _member_means(report) -> dict[str, float]:
+    """Each scorer's P(fake) over the report's segments, weighted by their durations."""
+    weights = np.array([s.end - s.start for s in report.segments])
+    names = set().union(*(s.scores for s in report.segments)) if report.segments else set()
+    return {name: float(np.average([s.scores[name] for s in report.segments], weights=weights)) for name in sorted(names)}
 
 
 def _failed(item: AudioItem, error: Exception) -> Prediction:
@@ -97,17 +108,43 @@ def _failed(item: AudioItem, error: Exception) -> Prediction:
     return Prediction(item, "error", error=message)
 
 
-def _group_eer(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> dict[str, float]:
-    """EER of each group's fakes against all reals (the devset README's pooling)."""
-    real = labels == 0
+def _group_metric(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, metric: Callable[..., float],
+                  within: bool = False) -> dict[str, float]:
+    """``metric(fake_scores, real_scores)`` of each named group's fakes against all reals (the devset
+    README's pooling), or with ``within`` against that group's own reals (groups having both)."""
     result = {}
-    for group in sorted(set(groups[labels == 1])):
+    for group in sorted(set(groups[labels == 1]) - {""}):
         fake = (groups == group) & (labels == 1)
+        real = (labels == 0) & (groups == group) if within else labels == 0
         if real.any() and fake.any():
-            result[group] = eer_from_labels(
-                np.concatenate([np.zeros(real.sum()), np.ones(fake.sum())]),
-                np.concatenate([scores[real], scores[fake]]),
-            )[0]
+            result[str(group)] = float(metric(scores[fake], scores[real]))
+    return result
+
+
+def _eer(fake_scores: np.ndarray, real_scores: np.ndarray) -> float:
+    return compute_eer(fake_scores, real_scores)[0]
+
+
+def scored_arrays(predictions: list[Prediction]) -> dict[str, np.ndarray]:
+    """Labels, scores (P(fake)), verdicts (1 = Fake), sources and systems of the scored predictions."""
+    scored = [p for p in predictions if p.status == "ok"]
+    return {
+        "labels": np.array([p.item.label for p in scored], dtype=int),
+        "scores": np.array([p.probability for p in scored], dtype=np.float64),
+        "verdicts": np.array([1 if p.overall == "Fake" else 0 for p in scored], dtype=int),
+        "sources": np.array([p.item.source for p in scored], dtype=str),
+        "systems": np.array([p.item.system for p in scored], dtype=str),
+    }
+
+
+def _member_summary(scored: list[Prediction], labels: np.ndarray) -> dict[str, dict[str, float]]:
+    """EER and ROC-AUC of each scorer alone (its speech-weighted P(fake) per file), to compare with the fusion."""
+    result = {}
+    for name in MEMBERS:
+        values = np.array([p.member_scores.get(name, np.nan) for p in scored])
+        if np.isfinite(values).all():
+            report = binary_report(labels, values, 0.5)
+            result[name] = {"eer": report["eer"], "roc_auc": report["roc_auc"]}
     return result
 
 
@@ -123,10 +160,9 @@ def summarise(predictions: list[Prediction], thresholds: dict[str, float]) -> di
     }
     if not scored:
         return summary
-    labels = np.array([p.item.label for p in scored])
-    scores = np.array([p.probability for p in scored])
-    verdicts = np.array([1.0 if p.overall == "Fake" else 0.0 for p in scored])
-    report = binary_report(labels, verdicts, 0.5)  # accuracy/precision/recall/f1/confusion of the verdicts
+    arrays = scored_arrays(predictions)
+    labels, scores = arrays["labels"], arrays["scores"]
+    report = binary_report(labels, arrays["verdicts"], 0.5)  # accuracy/precision/recall/f1/confusion of the verdicts
     for key in ("accuracy", "precision", "recall", "f1", "confusion_matrix"):
         summary[key] = report[key]
     summary["threshold"] = thresholds.get("normal")
@@ -134,7 +170,10 @@ def summarise(predictions: list[Prediction], thresholds: dict[str, float]) -> di
         by_score = binary_report(labels, scores, thresholds.get("normal", 0.5))
         for key in ("eer", "eer_threshold", "roc_auc", "min_dcf", "ece"):
             summary[key] = by_score[key]
-        summary["per_source_eer"] = _group_eer(labels, scores, np.array([p.item.source for p in scored]))
-        summary["per_system_eer"] = _group_eer(labels, scores, np.array([p.item.system for p in scored]))
+        for name, groups in (("source", arrays["sources"]), ("system", arrays["systems"])):
+            summary[f"per_{name}_eer"] = _group_metric(labels, scores, groups, _eer)
+            summary[f"per_{name}_min_dcf"] = _group_metric(labels, scores, groups, min_dcf)
+        summary["per_source_eer_within_source"] = _group_metric(labels, scores, arrays["sources"], _eer, within=True)
+        summary["members"] = _member_summary(scored, labels)
     summary["mean_processing_ms"] = float(np.mean([p.processing_ms for p in scored]))
     return summary

@@ -15,6 +15,8 @@ from soundsentry.classifier import SCALER_FILE, load_tkan_artifacts
 from soundsentry.detector import DEFAULT_DATA_DIR, Detector, DetectorConfig
 from soundsentry.encoder import LAYER_NAMES, SpeakerNetwork
 from soundsentry.errors import ModelLoadError
+from soundsentry.fusion import FUSION_FILE, Fusion, logit
+from soundsentry.rollup import duration_category
 from soundsentry.segments import SegmentConfig, scoring_segments
 from soundsentry.tkan import FeatureSpec, tkan_features
 from soundsentry.vad import SileroVad
@@ -102,7 +104,8 @@ def test_detector_scores_speech(detector: Detector, speech_wav: Path) -> None:
     assert len(body["speakers"]) == 1
     assert body["duration_config"]["category"] in ("very_short", "short", "normal")
     category = body["duration_config"]["category"]
-    assert body["duration_config"]["threshold"] == pytest.approx(detector.tkan.thresholds[category], abs=1e-4)
+    assert body["duration_config"]["threshold"] == pytest.approx(detector.thresholds[category], abs=1e-4)
+    assert all(set(d["scores"]) == set(detector.members) for d in body["details"])
     assert all(0 <= d["start"] < d["end"] <= report.duration + 1e-6 for d in body["details"])
 
 
@@ -155,3 +158,54 @@ def test_missing_or_corrupt_model_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "trained_model.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelLoadError, match="Cannot read"):
         load_tkan_artifacts(tmp_path)
+
+
+def _data_dir_with_fusion(tmp_path: Path, fusion: Fusion | None) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(DEFAULT_DATA_DIR, data)
+    (data / FUSION_FILE).unlink(missing_ok=True)
+    if fusion is not None:
+        fusion.save(data / FUSION_FILE)
+    return data
+
+
+def test_fusion_combines_both_scorers_on_speech(tmp_path: Path, speech_wav: Path) -> None:
+    fusion = Fusion(("tkan", "cnn"), (0.7, 1.3), -0.4, {"very_short": 0.4, "short": 0.45, "normal": 0.55})
+    detector = Detector.load(DetectorConfig(data_dir=_data_dir_with_fusion(tmp_path, fusion)))
+    assert detector.members == ("tkan", "cnn") and detector.thresholds == fusion.thresholds
+    report = detector.predict(decode_file(speech_wav))
+    assert report.segments
+    for segment in report.segments:
+        assert set(segment.scores) == {"tkan", "cnn"}
+        z = -0.4 + 0.7 * logit(segment.scores["tkan"]) + 1.3 * logit(segment.scores["cnn"])
+        assert segment.probability == pytest.approx(1 / (1 + np.exp(-z)), abs=1e-6)
+        threshold = fusion.thresholds[duration_category(segment.end - segment.start)]
+        assert segment.result == ("Fake" if segment.probability >= threshold else "Real")
+    assert report.serialize()["models"]["fusion"] == "0.70·tkan + 1.30·cnn"
+
+
+def test_fusion_skips_members_without_weight(tmp_path: Path, speech_wav: Path) -> None:
+    fusion = Fusion(("tkan", "cnn"), (1.0, 0.0), 0.0, {"very_short": 0.5, "short": 0.5, "normal": 0.5})
+    data = _data_dir_with_fusion(tmp_path, fusion)
+    (data / "cnn_transformer.pt").unlink()  # not needed when its weight is 0
+    detector = Detector.load(DetectorConfig(data_dir=data))
+    assert detector.cnn is None and detector.members == ("tkan",)
+    segment = detector.predict(decode_file(speech_wav)).segments[0]
+    assert set(segment.scores) == {"tkan"} and segment.probability == pytest.approx(segment.scores["tkan"], abs=1e-6)
+
+
+def test_fusion_artefact_problems_are_clear_load_errors(tmp_path: Path) -> None:
+    fusion = Fusion(("tkan", "cnn"), (0.5, 0.5), 0.0, {"very_short": 0.5, "short": 0.5, "normal": 0.5})
+    data = _data_dir_with_fusion(tmp_path, fusion)
+    (data / "cnn_transformer.pt").unlink()
+    with pytest.raises(ModelLoadError, match="CNN-Transformer the fusion needs"):
+        Detector.load(DetectorConfig(data_dir=data))
+    fitted = Fusion(fusion.members, (0.5, 0.0), 0.0, fusion.thresholds,
+                    {"artefacts": {"trained_model.pth": "0" * 64}})  # fitted with another TKAN model
+    fitted.save(data / FUSION_FILE)
+    with pytest.raises(ModelLoadError, match="not the model"):
+        Detector.load(DetectorConfig(data_dir=data))
+    (data / FUSION_FILE).write_text("{not json")
+    with pytest.raises(ModelLoadError, match="unreadable fusion artefact"):
+        Detector.load(DetectorConfig(data_dir=data))
+

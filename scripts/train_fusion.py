@@ -1,0 +1,179 @@
+"""Fit the score fusion and its thresholds on held-out training speakers: writes data/fusion.json.
+
+    python -m scripts.train_fusion --data cache/spoofs_band/manifest.csv --tkan-features cache/features/train \\
+                                   [--cnn data/cnn_transformer.pt] [--members tkan cnn] [--output data]
+
+Steps
+-----
+1. **held-out items**: the files of ``--data`` whose speaker group the CNN-Transformer held out
+   (its artefact lists them: ``metadata.data.heldout_groups``), so the CNN never trained on them.
+2. **a TKAN model without them**: the shipped classifier's recipe (scaler + MLP, same
+   hyper-parameters) fitted on the ``--tkan-features`` rows of every other speaker.
+3. **conditions**: each held-out file is scored as the service would see it — the whole file, a
+   4 s crop, and that crop as browser WEBM/Opus at 32 kb/s — through the service's own VAD and
+   scoring segments; both members score every segment.
+4. **fit**: a class-balanced logistic regression on the members' logits (combination and Platt
+   calibration in one, :func:`soundsentry.fusion.fit_fusion`); thresholds per duration category
+   are the EER points of the fused held-out scores. Held-out EER of each member and of the fusion,
+   and the calibration error, go into the metadata.
+
+Nothing here reads ../shared/devset: measure the result with ``python -m scripts.run_test``.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a file: make `soundsentry` importable
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from soundsentry.audio import SAMPLE_RATE, decode_audio, encode_audio  # noqa: E402
+from soundsentry.classifier import MODEL_FILE, load_tkan_artifacts  # noqa: E402
+from soundsentry.datasets import load_items  # noqa: E402
+from soundsentry.encoder import SpeakerNetwork  # noqa: E402
+from soundsentry.features import crop_samples, segment_features  # noqa: E402
+from soundsentry.fusion import FUSION_FILE, MEMBERS, Fusion, file_sha256, fit_fusion  # noqa: E402
+from soundsentry.metrics import binary_report  # noqa: E402
+from soundsentry.segments import scoring_segments, single_speaker_annotation  # noqa: E402
+from soundsentry.spectral import SpectralScorer  # noqa: E402
+from soundsentry.training import FeatureSet, category_thresholds, make_model, provenance  # noqa: E402
+from soundsentry.vad import SileroVad  # noqa: E402
+
+log = logging.getLogger("train_fusion")
+CROP_S = 4.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, action="append", required=True,
+                        help="the CNN-Transformer's training manifest(s) or folder(s); repeatable")
+    parser.add_argument("--tkan-features", type=Path, default=ROOT / "cache" / "features" / "train",
+                        help="the rows the shipped TKAN classifier was trained on")
+    parser.add_argument("--cnn", type=Path, default=ROOT / "data" / "cnn_transformer.pt")
+    parser.add_argument("--members", nargs="+", choices=MEMBERS, default=list(MEMBERS))
+    parser.add_argument("--output", type=Path, default=ROOT / "data")
+    parser.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, help="only N held-out files (quick runs)")
+    return parser.parse_args(argv)
+
+
+def held_out_tkan_model(features: Path, held_groups: set[str], seed: int):
+    """The shipped TKAN recipe fitted on every speaker but the held-out ones."""
+    data = FeatureSet.load(features)
+    keep = ~np.isin(data.groups, sorted(held_groups))
+    shipped = load_tkan_artifacts(ROOT / "data")
+    if shipped.spec.key != data.spec.key:
+        raise SystemExit(f"{features} holds {data.spec.key} features but data/ ships {shipped.spec.key}")
+    report = ROOT / "data" / "training_report.json"  # the shipped classifier's hyper-parameters
+    recipe = json.loads(report.read_text()).get("classifier", {}) if report.is_file() else {}
+    params = {k: v for k, v in recipe.items() if k in ("hidden", "dropout", "epochs", "weight_decay")}
+    log.info("TKAN without the held-out speakers: %d of %d rows (%s)", keep.sum(), keep.size, params or "defaults")
+    return make_model("weights", random_state=seed, **params).fit(data.features[keep], data.labels[keep]), data.spec
+
+
+def conditions(samples: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The file as the service meets it: whole, a 4 s crop, and the crop as browser WEBM/Opus."""
+    step = int(CROP_S * SAMPLE_RATE)
+    start = int(rng.integers(0, max(1, samples.size - step)))
+    crop = samples[start : start + step]
+    browser = decode_audio(encode_audio(crop, "webm", bitrate="32k"), filename="chunk.webm").samples
+    return {"whole": samples, "crop4": crop, "browser": browser}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(args.seed)
+    cnn = SpectralScorer.load(args.cnn)
+    held_groups = set(cnn.metadata.get("data", {}).get("heldout_groups") or [])
+    if not held_groups:
+        raise SystemExit(f"{args.cnn} does not list the speakers it held out (metadata.data.heldout_groups)")
+    items = [item for location in args.data for item in load_items(location)]
+    held = [item for item in items if (item.speaker or str(item.path)) in held_groups]
+    if args.limit:
+        held = [held[i] for i in sorted(rng.choice(len(held), min(args.limit, len(held)), replace=False))]
+    log.info("%d held-out files (%d fake) of %d speaker groups",
+             len(held), sum(i.label for i in held), len(held_groups))
+    tkan_model, spec = None, None
+    if "tkan" in args.members:
+        tkan_model, spec = held_out_tkan_model(args.tkan_features, held_groups, args.seed)
+
+    vad, network = SileroVad(), SpeakerNetwork()
+    scores: dict[str, list[float]] = {m: [] for m in args.members}
+    labels, durations, kinds = [], [], []
+    started = time.perf_counter()
+    for item in tqdm(held, desc="held-out", unit="file", mininterval=5.0, file=sys.stderr):
+        samples = decode_audio(item.path.read_bytes(), filename=item.path.name).samples
+        for kind, audio in conditions(samples, rng).items():
+            segments = scoring_segments(single_speaker_annotation(vad(audio)))
+            if not segments:
+                continue
+            if tkan_model is not None:
+                features = segment_features(network, spec, audio, segments)
+                scores["tkan"] += tkan_model.predict_proba(features)[:, 1].tolist()
+            if "cnn" in scores:
+                scores["cnn"] += cnn.score_many([crop_samples(audio, s.start, s.end) for s in segments]).tolist()
+            labels += [item.label] * len(segments)
+            durations += [s.duration for s in segments]
+            kinds += [kind] * len(segments)
+    labels_array, kinds_array = np.array(labels), np.array(kinds)
+    matrix = np.column_stack([scores[m] for m in args.members])
+    weights, bias = fit_fusion(args.members, matrix, labels_array, c=args.c)
+    fusion = Fusion(tuple(args.members), weights, bias, thresholds={})
+    fused = fusion.combine({m: matrix[:, i] for i, m in enumerate(args.members)})
+    thresholds = category_thresholds(labels_array, fused, np.array(durations))
+
+    def figures(values: np.ndarray) -> dict[str, float]:
+        report = binary_report(labels_array, values, 0.5)
+        by_kind = {k: binary_report(labels_array[kinds_array == k], values[kinds_array == k], 0.5)["eer"]
+                   for k in sorted(set(kinds))}
+        return {"eer": report["eer"], "roc_auc": report["roc_auc"], "ece": report["ece"], "eer_by_condition": by_kind}
+
+    heldout = {m: figures(matrix[:, i]) for i, m in enumerate(args.members)} | {"fused": figures(fused)}
+    for name, values in heldout.items():
+        log.info("held-out %-5s EER %.3f  AUC %.3f  ECE %.3f  %s", name, values["eer"], values["roc_auc"],
+                 values["ece"], {k: round(v, 3) for k, v in values["eer_by_condition"].items()})
+    members_files = ([args.cnn] if "cnn" in args.members else []) + (
+        [ROOT / "data" / MODEL_FILE] if "tkan" in args.members else [])
+    metadata = {
+        "command": "python -m scripts.train_fusion " + " ".join(sys.argv[1:] if argv is None else argv),
+        "trained": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "data": [str(d) for d in args.data],
+        "heldout_files": len(held), "heldout_segments": int(labels_array.size),
+        "heldout_groups": len(held_groups),
+        "conditions": ["whole file", f"{CROP_S:.0f} s crop", f"{CROP_S:.0f} s crop as WEBM/Opus 32 kb/s"],
+        "cnn_kind": cnn.features.kind,
+        # the run-time members this fusion belongs to (checked when the detector loads)
+        "artefacts": {path.name: file_sha256(path) for path in members_files},
+        "tkan_features": str(args.tkan_features) if tkan_model is not None else None,
+        "heldout": heldout,
+        "seconds": round(time.perf_counter() - started, 1),
+        **provenance(),
+    }
+    result = Fusion(tuple(args.members), weights, bias, thresholds, metadata)
+    args.output.mkdir(parents=True, exist_ok=True)
+    result.save(args.output / FUSION_FILE)
+    log.info("weights %s, bias %.3f, thresholds %s → %s", dict(zip(args.members, np.round(weights, 3), strict=True)),
+             bias, {k: round(v, 3) for k, v in thresholds.items()}, args.output / FUSION_FILE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
