@@ -11,6 +11,9 @@ Feature definition (defaults; the shipped artefact says which ``kind`` it uses)
   is 251 frames = two windows.
 - ``kind="linear"``: the power of STFT bins 1..256 averaged in pairs: 128 bands of 62.5 Hz each,
   linear up to 8 kHz, so the 4-8 kHz half (where many vocoder artefacts sit) keeps half the bands.
+  ``kind="high"``: the top ``n_bands`` STFT bins themselves (bins 129..256: 4.0-8 kHz at 31.25 Hz),
+  the upper band alone at full resolution, where the harmonic structure that neural vocoders fail
+  to reproduce is resolved.
   ``kind="mel"``: 128 Slaney mel bands (0-8 kHz) of the same STFT.
 - log power, floored ``dynamic_range_db`` below the segment's peak (so the floor scales with level),
   then normalised per utterance (the segment passed in): minus its mean, over its standard deviation,
@@ -54,7 +57,7 @@ from soundsentry.errors import ModelLoadError
 
 ARTEFACT_FORMAT = "soundsentry.cnn_transformer/1"
 DEFAULT_ARTEFACT = Path(__file__).resolve().parent.parent / "data" / "cnn_transformer.pt"
-FEATURE_KINDS = ("linear", "mel")
+FEATURE_KINDS = ("linear", "mel", "high")
 NORMALISATIONS = ("utterance", "utterance_band")
 _MAX_BATCH_WINDOWS = 64  # windows per forward pass when a request holds many
 
@@ -81,6 +84,8 @@ class SpectralFeatures:
         bins = self.n_fft // 2
         if self.kind == "linear" and bins % self.n_bands:
             raise ValueError(f"linear bands need n_fft/2 ({bins}) to be a multiple of n_bands ({self.n_bands})")
+        if self.kind == "high" and self.n_bands > bins:
+            raise ValueError(f"high bands take the top n_bands of n_fft/2 ({bins}) bins; got n_bands {self.n_bands}")
 
     @property
     def window_s(self) -> float:
@@ -160,6 +165,8 @@ def band_matrix(features: SpectralFeatures) -> torch.Tensor:
         return torchaudio.functional.melscale_fbanks(
             n_bins, 0.0, features.f_max_hz, features.n_bands, features.sample_rate, norm="slaney", mel_scale="slaney",
         )
+    if features.kind == "high":
+        return torch.eye(n_bins)[:, n_bins - features.n_bands :]
     per_band = (n_bins - 1) // features.n_bands
     matrix = torch.zeros(n_bins, features.n_bands)
     for band in range(features.n_bands):  # bin 0 (DC) is left out

@@ -14,6 +14,13 @@ Three different DSP vocoder families, so no single artefact stands for "fake":
 - :func:`lpc_resynthesis` — frame-wise linear prediction with a pulse/noise excitation driven by a
   pitch track (LPC-10 style), or a decimated and quantised residual (RELP style).
 
+:func:`band_splice` then keeps a fake's artefacts above a cut-off only: the real's own spectrum below
+it, the re-synthesis above. Vocoders made here are far cruder than the ones a detector meets in the
+wild, and a detector trained on whole-band re-synthesis learns their gross low-band faults; spliced
+fakes differ from their reals only where neural vocoders are known to fail too (the harmonic
+structure of the upper band), which is what carried to unseen generators on the devset
+(see data/MODEL_CARD.md).
+
 Every function takes and returns 16 kHz mono float32 ``(time,)`` arrays, has no I/O, and returns audio
 of the input's length, its RMS, finite and within [-1, 1]. ``seed`` makes the random parts
 reproducible (WORLD is deterministic and ignores it).
@@ -565,3 +572,23 @@ def resynthesize(
             f"unknown spoof method {method!r}; choose from {', '.join(SPOOF_METHODS)}"
         ) from None
     return function(samples, sample_rate=sample_rate, seed=seed, **options)
+
+
+def band_splice(real: np.ndarray, fake: np.ndarray, cut_hz: float = 4000.0, *,
+                crossfade_hz: float = 250.0, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """``real`` below ``cut_hz`` and ``fake`` above it, mixed in the STFT domain (32 ms Hann, 75 %
+    overlap) with a linear cross-fade ``crossfade_hz`` wide; the fake must be a re-synthesis of the
+    real (same timing; phase may differ). Returns the real's length, RMS-matched to the real."""
+    n = min(len(real), len(fake))
+    real64, fake64 = _as_float64(real[:n]), _as_float64(fake[:n])
+    n_fft = 512
+    _, _, real_spec = signal.stft(real64, sample_rate, nperseg=n_fft, noverlap=3 * n_fft // 4)
+    _, _, fake_spec = signal.stft(fake64, sample_rate, nperseg=n_fft, noverlap=3 * n_fft // 4)
+    frequencies = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    upper = np.clip((frequencies - cut_hz) / crossfade_hz + 0.5, 0.0, 1.0)[:, None]
+    _, mixed = signal.istft(real_spec * (1.0 - upper) + fake_spec * upper, sample_rate,
+                            nperseg=n_fft, noverlap=3 * n_fft // 4)
+    out = np.zeros(len(real), dtype=np.float64)
+    out[:n] = mixed[:n]
+    return _finish(out, _as_float64(real))
+

@@ -167,6 +167,24 @@ def test_lowpass_removes_high_band() -> None:
     assert 10 * np.log10(spectrum_in[high].sum() / spectrum_out[high].sum()) > 30
 
 
+def _band_levels_db(x: np.ndarray, lo: float, hi: float) -> float:
+    spectrum = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(x.size, 1 / SR)
+    return float(10 * np.log10(spectrum[(freqs >= lo) & (freqs < hi)].sum() + 1e-20))
+
+
+def test_band_splice_keeps_the_real_below_and_the_fake_above(speech: np.ndarray) -> None:
+    fake = spoofs.griffin_lim_resynthesis(speech, sample_rate=SR, seed=0)
+    spliced = spoofs.band_splice(speech, fake, 4000.0)
+    assert spliced.shape == speech.shape and spliced.dtype == np.float32
+    assert _rms(spliced) == pytest.approx(_rms(speech), rel=0.02)
+    low_real, low_spliced = augment.band_limit(speech, 3500.0), augment.band_limit(spliced, 3500.0)
+    assert np.corrcoef(low_real, low_spliced)[0, 1] > 0.99  # the real's own waveform below the cut
+    assert np.corrcoef(speech - low_real, spliced - low_spliced)[0, 1] < 0.5  # not the real's above it
+    above = _band_levels_db(spliced, 4500, 8000)
+    assert abs(above - _band_levels_db(fake, 4500, 8000)) < 3.0  # the fake's level above the cut
+
+
 def test_room_impulse_response_decays() -> None:
     response = augment.synthetic_room_impulse_response(0.4, np.random.default_rng(0))
     assert response[0] == 1.0
