@@ -1,14 +1,15 @@
 """Fit the score fusion and its thresholds on held-out training speakers: writes data/fusion.json.
 
     python -m scripts.train_fusion --data cache/spoofs_band/manifest.csv --tkan-features cache/features/train \\
-                                   [--cnn data/cnn_transformer.pt] [--members tkan cnn] [--output data]
+                                   [--models-dir data] [--members tkan cnn flatness] [--output data]
 
 Steps
 -----
 1. **held-out items**: the files of ``--data`` whose speaker group the CNN-Transformer held out
    (its artefact lists them: ``metadata.data.heldout_groups``), so the CNN never trained on them.
-2. **a TKAN model without them**: the shipped classifier's recipe (scaler + MLP, same
-   hyper-parameters) fitted on the ``--tkan-features`` rows of every other speaker.
+2. **members without them**: the shipped TKAN classifier's recipe (scaler + MLP, same
+   hyper-parameters) fitted on the ``--tkan-features`` rows of every other speaker; the flatness
+   scorer's recipe fitted on the other files of ``--data``.
 3. **conditions**: each held-out file is scored as the service would see it — the whole file, a
    4 s crop, and that crop as browser WEBM/Opus at 32 kb/s — through the service's own VAD and
    scoring segments; both members score every segment.
@@ -47,6 +48,7 @@ from soundsentry.classifier import MODEL_FILE, load_tkan_artifacts  # noqa: E402
 from soundsentry.datasets import load_items  # noqa: E402
 from soundsentry.encoder import SpeakerNetwork  # noqa: E402
 from soundsentry.features import crop_samples, segment_features  # noqa: E402
+from soundsentry.flatness import FLATNESS_FILE, file_rows, fit_flatness_model, flatness_features  # noqa: E402
 from soundsentry.fusion import FUSION_FILE, MEMBERS, Fusion, file_sha256, fit_fusion  # noqa: E402
 from soundsentry.metrics import binary_report  # noqa: E402
 from soundsentry.segments import scoring_segments, single_speaker_annotation  # noqa: E402
@@ -64,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the CNN-Transformer's training manifest(s) or folder(s); repeatable")
     parser.add_argument("--tkan-features", type=Path, default=ROOT / "cache" / "features" / "train",
                         help="the rows the shipped TKAN classifier was trained on")
-    parser.add_argument("--cnn", type=Path, default=ROOT / "data" / "cnn_transformer.pt")
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "data",
+                        help="the shipped members (cnn_transformer.pt, trained_model.pth, flatness.joblib)")
     parser.add_argument("--members", nargs="+", choices=MEMBERS, default=list(MEMBERS))
     parser.add_argument("--output", type=Path, default=ROOT / "data")
     parser.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
@@ -73,14 +76,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def held_out_tkan_model(features: Path, held_groups: set[str], seed: int):
+def held_out_tkan_model(features: Path, models_dir: Path, held_groups: set[str], seed: int):
     """The shipped TKAN recipe fitted on every speaker but the held-out ones."""
     data = FeatureSet.load(features)
     keep = ~np.isin(data.groups, sorted(held_groups))
-    shipped = load_tkan_artifacts(ROOT / "data")
+    shipped = load_tkan_artifacts(models_dir)
     if shipped.spec.key != data.spec.key:
         raise SystemExit(f"{features} holds {data.spec.key} features but data/ ships {shipped.spec.key}")
-    report = ROOT / "data" / "training_report.json"  # the shipped classifier's hyper-parameters
+    report = models_dir / "training_report.json"  # the shipped classifier's hyper-parameters
     recipe = json.loads(report.read_text()).get("classifier", {}) if report.is_file() else {}
     params = {k: v for k, v in recipe.items() if k in ("hidden", "dropout", "epochs", "weight_decay")}
     log.info("TKAN without the held-out speakers: %d of %d rows (%s)", keep.sum(), keep.size, params or "defaults")
@@ -101,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
-    cnn = SpectralScorer.load(args.cnn)
+    cnn_path = args.models_dir / "cnn_transformer.pt"
+    cnn = SpectralScorer.load(cnn_path)
     held_groups = set(cnn.metadata.get("data", {}).get("heldout_groups") or [])
     if not held_groups:
-        raise SystemExit(f"{args.cnn} does not list the speakers it held out (metadata.data.heldout_groups)")
+        raise SystemExit(f"{cnn_path} does not list the speakers it held out (metadata.data.heldout_groups)")
     items = [item for location in args.data for item in load_items(location)]
     held = [item for item in items if (item.speaker or str(item.path)) in held_groups]
     if args.limit:
@@ -113,7 +117,13 @@ def main(argv: list[str] | None = None) -> int:
              len(held), sum(i.label for i in held), len(held_groups))
     tkan_model, spec = None, None
     if "tkan" in args.members:
-        tkan_model, spec = held_out_tkan_model(args.tkan_features, held_groups, args.seed)
+        tkan_model, spec = held_out_tkan_model(args.tkan_features, args.models_dir, held_groups, args.seed)
+    flatness_model = None
+    if "flatness" in args.members:
+        others = [item for item in items if (item.speaker or str(item.path)) not in held_groups]
+        rows, row_labels, _ = file_rows(others, seed=args.seed, progress=lambda x: tqdm(
+            x, desc="flatness rows", unit="file", mininterval=5.0, file=sys.stderr))
+        flatness_model = fit_flatness_model(rows, row_labels)
 
     vad, network = SileroVad(), SpeakerNetwork()
     scores: dict[str, list[float]] = {m: [] for m in args.members}
@@ -128,8 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             if tkan_model is not None:
                 features = segment_features(network, spec, audio, segments)
                 scores["tkan"] += tkan_model.predict_proba(features)[:, 1].tolist()
+            crops = [crop_samples(audio, s.start, s.end) for s in segments]
             if "cnn" in scores:
-                scores["cnn"] += cnn.score_many([crop_samples(audio, s.start, s.end) for s in segments]).tolist()
+                scores["cnn"] += cnn.score_many(crops).tolist()
+            if flatness_model is not None:
+                scores["flatness"] += flatness_model.predict_proba(np.stack([flatness_features(c) for c in crops]))[
+                    :, 1].tolist()
             labels += [item.label] * len(segments)
             durations += [s.duration for s in segments]
             kinds += [kind] * len(segments)
@@ -150,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in heldout.items():
         log.info("held-out %-5s EER %.3f  AUC %.3f  ECE %.3f  %s", name, values["eer"], values["roc_auc"],
                  values["ece"], {k: round(v, 3) for k, v in values["eer_by_condition"].items()})
-    members_files = ([args.cnn] if "cnn" in args.members else []) + (
-        [ROOT / "data" / MODEL_FILE] if "tkan" in args.members else [])
+    member_files = {"cnn": "cnn_transformer.pt", "tkan": MODEL_FILE, "flatness": FLATNESS_FILE}
+    members_files = [args.models_dir / member_files[m] for m in args.members]
     metadata = {
         "command": "python -m scripts.train_fusion " + " ".join(sys.argv[1:] if argv is None else argv),
         "trained": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -1,7 +1,8 @@
 """The one path from audio to report, shared by the API, the CLI and the batch evaluator.
 
-    waveform ─► VAD ─► speakers (optional) ─► scoring segments ─┬► TKAN + MLP ──────┬► fusion ─► roll-up ─► Report
-                                                                 └► CNN-Transformer ─┘
+    waveform ─► VAD ─► speakers (optional) ─► scoring segments ─┬► TKAN + MLP ─────────┬► fusion ─► roll-up ─► Report
+                                                                 ├► CNN-Transformer ────┤
+                                                                 └► upper-band flatness ┘
 
 The fusion (``data/fusion.json``, :mod:`soundsentry.fusion`) turns the members' P(fake) into one
 calibrated P(fake) and carries the thresholds; without it the TKAN classifier scores alone with its
@@ -31,6 +32,7 @@ from soundsentry.diarization import BackendChoice, DiarizerConfig, EmbeddedDiari
 from soundsentry.encoder import SpeakerNetwork
 from soundsentry.errors import ModelLoadError
 from soundsentry.features import crop_samples, segment_features
+from soundsentry.flatness import FLATNESS_FILE, FlatnessScorer
 from soundsentry.fusion import FUSION_FILE, Fusion, check_member_artefacts
 from soundsentry.report import Report, SegmentResult
 from soundsentry.rollup import CATEGORIES, duration_category, label, overall_verdict, roll_up_speakers, weighted_mean
@@ -81,6 +83,7 @@ class Detector:
         diarizer: EmbeddedDiarizer,
         fusion: Fusion | None = None,
         cnn: SpectralScorer | None = None,
+        flatness: FlatnessScorer | None = None,
     ) -> None:
         self.config = config
         self.vad = vad
@@ -89,8 +92,10 @@ class Detector:
         self.diarizer = diarizer
         self.fusion = fusion
         self.cnn = cnn
-        if fusion is not None and "cnn" in fusion.active_members and cnn is None:
-            raise ValueError("the fusion weighs the CNN-Transformer but no CNN scorer was given")
+        self.flatness = flatness
+        for member, scorer in (("cnn", cnn), ("flatness", flatness)):
+            if fusion is not None and member in fusion.active_members and scorer is None:
+                raise ValueError(f"the fusion weighs {member} but no {member} scorer was given")
         missing = set(CATEGORIES) - set(self.thresholds)
         if missing:
             raise ValueError(f"thresholds missing for duration categories {sorted(missing)}")
@@ -109,6 +114,9 @@ class Detector:
         cnn = None
         if fusion is not None and "cnn" in fusion.active_members:
             cnn = _load_cnn(config.data_dir / "cnn_transformer.pt")
+        flatness = None
+        if fusion is not None and "flatness" in fusion.active_members:
+            flatness = FlatnessScorer.load(config.data_dir / FLATNESS_FILE)
         if fusion is not None:
             check_member_artefacts(fusion, config.data_dir)
         backends = load_speech_backends(
@@ -123,6 +131,7 @@ class Detector:
             diarizer=backends.diarizer,
             fusion=fusion,
             cnn=cnn,
+            flatness=flatness,
         )
         detector.speech_backends = backends
         return detector
@@ -147,6 +156,7 @@ class Detector:
             "cnn_transformer": (
                 f"{self.cnn.features.kind} {self.cnn.features.key}" if self.cnn is not None else "not used"
             ),
+            "flatness": "4 sub-bands of 4-8 kHz, logistic regression" if self.flatness is not None else "not used",
             "fusion": (
                 " + ".join(f"{w:.2f}·{m}" for m, w in zip(self.fusion.members, self.fusion.weights, strict=True))
                 if self.fusion is not None else "none (TKAN alone)"
@@ -230,10 +240,13 @@ class Detector:
             with timer.stage("tkan"):
                 features = segment_features(self.network, self.tkan.spec, samples, segments)
                 scores["tkan"] = np.asarray(self.tkan.predict_fake(features), dtype=np.float64)
+        crops = [crop_samples(samples, s.start, s.end) for s in segments]
         if "cnn" in self.members:
             with timer.stage("cnn"):
-                crops = [crop_samples(samples, s.start, s.end) for s in segments]
                 scores["cnn"] = np.asarray(self.cnn.score_many(crops), dtype=np.float64)
+        if "flatness" in self.members:
+            with timer.stage("flatness"):
+                scores["flatness"] = np.asarray(self.flatness.score_many(crops), dtype=np.float64)
         return scores
 
     def _no_speech(self, waveform: Waveform, speech: float, use_diarization: bool, timings: dict) -> Report:
@@ -266,6 +279,7 @@ class Detector:
             "training": self.tkan.metadata,
             "fusion": self.fusion.to_dict() if self.fusion is not None else None,
             "cnn_transformer": self.cnn.info() if self.cnn is not None else None,
+            "flatness": self.flatness.info() if self.flatness is not None else None,
             "config": {
                 "min_speech_s": self.config.min_speech_s,
                 "min_speaker_speech_s": self.config.min_speaker_speech_s,

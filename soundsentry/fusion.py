@@ -1,5 +1,8 @@
 """Score fusion and calibration: the members' P(fake) → one calibrated P(fake) and its thresholds.
 
+Members: ``tkan`` (TKAN classifier), ``cnn`` (CNN-Transformer), ``flatness`` (upper-band flatness,
+:mod:`soundsentry.flatness`).
+
 The fusion is a logistic regression on the members' logits (``z = b + Σ w_m · logit(p_m)``), which
 is at once the combination and its Platt calibration. It is fitted by ``scripts.train_fusion`` on
 scores of held-out training speakers that neither member was trained on — never on the devset —
@@ -28,7 +31,7 @@ from soundsentry.errors import ModelLoadError
 
 FUSION_FILE = "fusion.json"
 FORMAT = "soundsentry.fusion/1"
-MEMBERS = ("tkan", "cnn")
+MEMBERS = ("tkan", "cnn", "flatness")
 _EPS = 1e-6
 
 

@@ -169,25 +169,27 @@ def _data_dir_with_fusion(tmp_path: Path, fusion: Fusion | None) -> Path:
     return data
 
 
-def test_fusion_combines_both_scorers_on_speech(tmp_path: Path, speech_wav: Path) -> None:
-    fusion = Fusion(("tkan", "cnn"), (0.7, 1.3), -0.4, {"very_short": 0.4, "short": 0.45, "normal": 0.55})
+def test_fusion_combines_every_scorer_on_speech(tmp_path: Path, speech_wav: Path) -> None:
+    weights = {"tkan": 0.7, "cnn": 1.3, "flatness": 0.5}
+    fusion = Fusion(tuple(weights), tuple(weights.values()), -0.4, {"very_short": 0.4, "short": 0.45, "normal": 0.55})
     detector = Detector.load(DetectorConfig(data_dir=_data_dir_with_fusion(tmp_path, fusion)))
-    assert detector.members == ("tkan", "cnn") and detector.thresholds == fusion.thresholds
+    assert detector.members == ("tkan", "cnn", "flatness") and detector.thresholds == fusion.thresholds
     report = detector.predict(decode_file(speech_wav))
     assert report.segments
     for segment in report.segments:
-        assert set(segment.scores) == {"tkan", "cnn"}
-        z = -0.4 + 0.7 * logit(segment.scores["tkan"]) + 1.3 * logit(segment.scores["cnn"])
+        assert set(segment.scores) == set(weights)
+        z = -0.4 + sum(w * logit(segment.scores[m]) for m, w in weights.items())
         assert segment.probability == pytest.approx(1 / (1 + np.exp(-z)), abs=1e-6)
         threshold = fusion.thresholds[duration_category(segment.end - segment.start)]
         assert segment.result == ("Fake" if segment.probability >= threshold else "Real")
-    assert report.serialize()["models"]["fusion"] == "0.70·tkan + 1.30·cnn"
+    assert report.serialize()["models"]["fusion"] == "0.70·tkan + 1.30·cnn + 0.50·flatness"
 
 
 def test_fusion_skips_members_without_weight(tmp_path: Path, speech_wav: Path) -> None:
     fusion = Fusion(("tkan", "cnn"), (1.0, 0.0), 0.0, {"very_short": 0.5, "short": 0.5, "normal": 0.5})
     data = _data_dir_with_fusion(tmp_path, fusion)
     (data / "cnn_transformer.pt").unlink()  # not needed when its weight is 0
+    (data / "flatness.joblib").unlink()  # nor when the fusion does not name it
     detector = Detector.load(DetectorConfig(data_dir=data))
     assert detector.cnn is None and detector.members == ("tkan",)
     segment = detector.predict(decode_file(speech_wav)).segments[0]

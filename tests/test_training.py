@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts import feature_extractor, run_test, train_classifier, train_classifier_kfold, train_gridsearch
+from scripts import (
+    feature_extractor,
+    run_test,
+    train_classifier,
+    train_classifier_kfold,
+    train_flatness,
+    train_fusion,
+    train_gridsearch,
+)
 from soundsentry.audio import decode_file
 from soundsentry.classifier import load_tkan_artifacts
 from soundsentry.detector import Detector, DetectorConfig
@@ -119,3 +127,33 @@ def test_run_test_on_plain_folders(labelled_dir: Path, tmp_path: Path) -> None:
     chunked = json.loads((tmp_path / "web" / "metrics.json").read_text())
     assert chunked["browser_chunks"] is True and chunked["files"] >= 4 and chunked["errors"] == 0
     assert run_test.main(["--test-dir", str(tmp_path / "nothing-here"), "--output-dir", str(tmp_path)]) == 2
+
+
+def test_flatness_and_fusion_training_end_to_end(labelled_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from soundsentry.detector import DEFAULT_DATA_DIR
+    from soundsentry.flatness import FlatnessScorer
+    from soundsentry.fusion import Fusion
+    from soundsentry.spectral import load_artefact, save_artefact
+
+    models = tmp_path / "models"
+    shutil.copytree(DEFAULT_DATA_DIR, models)
+    (models / "fusion.json").unlink(missing_ok=True)
+    assert train_flatness.main(["--data", str(labelled_dir), "--output", str(models)]) == 0
+    scorer = FlatnessScorer.load(models / "flatness.joblib")
+    assert 0.0 <= scorer.metadata["cross_validation"]["eer"] <= 1.0 and scorer.metadata["files"] == 27
+
+    # the fusion is fitted on the speakers the CNN-Transformer held out: say it held out voice2
+    model, features, metadata = load_artefact(models / "cnn_transformer.pt")
+    save_artefact(models / "cnn_transformer.pt", model, features, {**metadata, "data": {"heldout_groups": ["voice2"]}})
+    assert train_fusion.main(["--data", str(labelled_dir), "--models-dir", str(models), "--output", str(models),
+                              "--members", "cnn", "flatness"]) == 0
+    fusion = Fusion.load(models / "fusion.json")
+    assert fusion.members == ("cnn", "flatness") and set(fusion.thresholds) == {"very_short", "short", "normal"}
+    assert fusion.metadata["heldout_files"] == 9 and set(fusion.metadata["heldout"]) == {"cnn", "flatness", "fused"}
+    assert set(fusion.metadata["artefacts"]) == {"cnn_transformer.pt", "flatness.joblib"}
+    detector = Detector.load(DetectorConfig(data_dir=models))
+    report = detector.predict(decode_file(labelled_dir / "real" / "v2s0.wav"))
+    assert report.overall in ("Real", "Fake") and set(report.segments[0].scores) == set(fusion.active_members)
+
