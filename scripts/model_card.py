@@ -54,6 +54,21 @@ def cnn_section(path: Path) -> list[str]:
     return lines + [""]
 
 
+def flatness_section(path: Path) -> list[str]:
+    import joblib
+
+    bundle = joblib.load(path)
+    info, cv = bundle["metadata"], bundle["metadata"].get("cross_validation", {})
+    return ["## Flatness scorer (`data/flatness.joblib`)", "",
+            f"- Features: `{json.dumps(bundle['features'])}` (soundsentry/flatness.py); StandardScaler + "
+            f"class-balanced logistic regression (C={info.get('c')}).",
+            f"- Trained {info.get('trained')} with `{info.get('command')}` on {info.get('rows')} rows "
+            f"({info.get('fake_rows')} fake) of {info.get('files')} files, each as it is and "
+            f"{info.get('augmented_variants')} augmented copy.",
+            f"- {cv.get('method')}: EER {pct(cv.get('eer'))}, ROC-AUC {cv.get('roc_auc', float('nan')):.3f}; per system "
+            f"{json.dumps({k: round(v, 3) for k, v in cv.get('per_system_eer', {}).items()})}.", ""]
+
+
 def fusion_section(path: Path) -> list[str]:
     fusion = json.loads(path.read_text())
     info = fusion["metadata"]
@@ -79,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--notes", type=Path)
     parser.add_argument("--cnn", type=Path, default=Path("data/cnn_transformer.json"))
     parser.add_argument("--fusion", type=Path, default=Path("data/fusion.json"))
+    parser.add_argument("--flatness", type=Path, default=Path("data/flatness.joblib"))
     parser.add_argument("--output", type=Path, default=Path("data/MODEL_CARD.md"))
     args = parser.parse_args(argv)
     report = json.loads(args.training_report.read_text())
@@ -86,10 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     data = report["training_data"]
     lines = [
         "# Model card: Sound Sentry detector", "",
-        "Two scorers and their fusion. **TKAN**: Resemblyzer voice-encoder activations (3 LSTM layers + "
+        "Three scorers and their fusion. **TKAN**: Resemblyzer voice-encoder activations (3 LSTM layers + "
         "embedding layer), each reduced to its top-k activated neurons, scaled with a StandardScaler and "
-        "classified by a small MLP. **CNN-Transformer** on log spectrograms (section below). The fusion "
-        "(when `data/fusion.json` is there) turns both into one calibrated P(fake) and sets the thresholds.", "",
+        "classified by a small MLP. **CNN-Transformer** on log spectrograms. **Flatness**: spectral flatness "
+        "of the 4-8 kHz band, logistic regression. The fusion (`data/fusion.json`) turns the members it "
+        "names into one calibrated P(fake) and sets the thresholds; members it gives no weight are not "
+        "computed (without it, TKAN scores alone). Which members the shipped fusion uses, and why: the "
+        "fusion section and the notes at the end.", "",
         "## TKAN classifier: how it was trained", "",
         f"- TKAN features: `{json.dumps(data.get('feature_spec'))}`; extraction recipe: `{json.dumps(data['recipe'])}`.",
         f"- Rows: {data['rows']} "
@@ -118,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
               "when no fusion is shipped): " + ", ".join(f"{k} {v:.3f}" for k, v in report["thresholds"].items()), ""]
     if args.cnn.is_file():
         lines += cnn_section(args.cnn)
+    if args.flatness.is_file():
+        lines += flatness_section(args.flatness)
     if args.fusion.is_file():
         lines += fusion_section(args.fusion)
     lines += ["## Generalisation: ../shared/devset (never trained or fitted on)", "",
