@@ -24,6 +24,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import threading
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ SUPPORTED_FORMATS_HINT = "Upload a WAV, MP3, WEBM/Opus, OGG, M4A/AAC or FLAC fil
 
 # Decode this much past the duration limit, so that "longer than the limit" is observed, not guessed.
 _DECODE_MARGIN_S = 1.0
+_SANITISE_BLOCK = 1 << 20  # samples
+_STREAM_FROM_S = 600.0  # longer claimed durations decode through _stream_with_ffmpeg (bounded memory)
 # Containers whose index may sit at the end of the file: the ffmpeg program needs to seek in them.
 _SEEKING_FORMATS = frozenset({"m4a", "mp4"})
 _ENCODE_TIMEOUT_S = 120.0
@@ -258,7 +261,7 @@ def decode_audio(data: bytes, *, filename: str | None = None, limits: DecodeLimi
     samples: np.ndarray | None = None
     if use_torchcodec:
         try:
-            samples = _decode_with_torchcodec(data, limits)
+            samples = _decode_with_torchcodec(data, limits, needs_seek=_needs_seek(source_format, extension))
         except _DecodeAttemptError as exc:
             logger.debug("torchcodec could not decode %s (%s): %s", name, source_format, exc)
             failure = exc
@@ -299,8 +302,12 @@ def _needs_seek(source_format: str | None, extension: str) -> bool:
     return source_format in _SEEKING_FORMATS or extension in ("m4a", "mp4", "mov", "3gp")
 
 
-def _decode_with_torchcodec(data: bytes, limits: DecodeLimits) -> np.ndarray:
-    """Decode in process; (time,) float32 at SAMPLE_RATE, channels averaged, not yet sanitised."""
+def _decode_with_torchcodec(data: bytes, limits: DecodeLimits, *, needs_seek: bool = False) -> np.ndarray:
+    """Decode in process; (time,) float32 at SAMPLE_RATE, channels averaged, not yet sanitised.
+
+    Recordings that claim more than ``_STREAM_FROM_S`` go to :func:`_stream_with_ffmpeg` instead:
+    torchcodec's one-call decode of an hour of Opus peaked at 3.3 times the size of its result.
+    """
     decoder_class = _torchcodec_decoder_class()
     if decoder_class is None:
         raise _DecodeAttemptError("torchcodec is not installed")
@@ -312,6 +319,9 @@ def _decode_with_torchcodec(data: bytes, limits: DecodeLimits) -> np.ndarray:
         claimed_s = decoder.metadata.duration_seconds
         if claimed_s is not None and claimed_s > limits.max_duration_s:
             raise _too_long(claimed_s, limits, claimed=True)
+        if claimed_s is not None and claimed_s > _STREAM_FROM_S and ffmpeg_available():
+            channels = decoder.metadata.num_channels or 1
+            return _stream_with_ffmpeg(data, limits, claimed_s, channels, needs_seek=needs_seek)
         # Streams may start at a non-zero timestamp (a cut from a recording); reading from 0 finds
         # no frames there, so start where the stream says it starts.
         start_s = decoder.metadata.begin_stream_seconds_from_header or 0.0
@@ -350,6 +360,87 @@ def _decode_with_ffmpeg(data: bytes, limits: DecodeLimits, *, needs_seek: bool =
     else:
         wav_bytes = _run_ffmpeg([*base_args, "pipe:0", *output_args], data, limits.ffmpeg_timeout_s)
     return _float_wav_to_mono(wav_bytes)
+
+
+def _stream_with_ffmpeg(
+    data: bytes, limits: DecodeLimits, claimed_s: float, channels: int, *, needs_seek: bool
+) -> np.ndarray:
+    """Long recordings: ffmpeg's mono float32 output read straight into one preallocated array, so
+    peak memory is about the size of the result. Channels are averaged by a ``pan`` filter (its
+    plain ``-ac 1`` sums some layouts). Killed past ``limits.ffmpeg_timeout_s``."""
+    program = shutil.which("ffmpeg")
+    mean = "+".join(f"{1.0 / channels:.6f}*c{i}" for i in range(channels))
+    output_args = ["-vn", "-t", f"{limits.max_duration_s + _DECODE_MARGIN_S:.3f}", "-af", f"pan=mono|c0={mean}",
+                   "-ar", str(SAMPLE_RATE), "-f", "f32le", "pipe:1"]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="soundsentry-") as tmp_dir:
+        source = "pipe:0"
+        if needs_seek:
+            source = os.path.join(tmp_dir, "upload")
+            with open(source, "wb") as handle:
+                handle.write(data)
+        args = [program, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", source, *output_args]
+        with open(os.path.join(tmp_dir, "stderr"), "w+b") as errors:
+            try:
+                process = subprocess.Popen(args, stdin=subprocess.PIPE if source == "pipe:0" else subprocess.DEVNULL,
+                                           stdout=subprocess.PIPE, stderr=errors)
+            except OSError as exc:
+                raise DecoderUnavailableError(f"The server could not start the ffmpeg program ({exc}); "
+                                              "this is a server fault. Retry later.") from exc
+            watchdog = threading.Timer(limits.ffmpeg_timeout_s, process.kill)
+            watchdog.start()
+            if source == "pipe:0":
+                threading.Thread(target=_feed, args=(process.stdin, data), daemon=True).start()
+            try:
+                samples = _read_floats(process.stdout, int((claimed_s + 2 * _DECODE_MARGIN_S) * SAMPLE_RATE))
+                returncode = process.wait()
+            finally:
+                watchdog.cancel()
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            if not watchdog.is_alive() and returncode < 0:
+                raise UndecodableAudioError(
+                    f"Decoding took longer than {limits.ffmpeg_timeout_s:g} s and was stopped. Upload a shorter file. "
+                    f"{SUPPORTED_FORMATS_HINT}", error_code="decode_timeout")
+            if returncode != 0 or samples.size == 0:
+                errors.seek(0)
+                reason = _last_reason(errors.read().decode(errors="replace")) or f"exit status {returncode}"
+                raise _DecodeAttemptError(f"ffmpeg: {reason}")
+    return samples
+
+
+def _feed(pipe: Any, data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except OSError:  # ffmpeg stopped reading (error, limit or kill): its exit status tells why
+        pass
+
+
+def _read_floats(stream: Any, expected: int) -> np.ndarray:
+    """float32 samples of ``stream`` into an array of ``expected`` samples (grown if it runs over).
+
+    ``np.empty`` only reserves address space: pages become resident as samples arrive, so a small
+    file that claims a long duration costs no memory it does not fill."""
+    buffer = np.empty(expected, dtype=np.float32)
+    view, filled = memoryview(buffer).cast("B"), 0
+    overflow: list[bytes] = []
+    while True:
+        if filled < len(view):
+            count = stream.readinto(view[filled : filled + (1 << 20)])
+            if not count:
+                break
+            filled += count
+        else:
+            chunk = stream.read(1 << 20)
+            if not chunk:
+                break
+            overflow.append(chunk)
+    samples = buffer[: filled // 4]
+    if overflow:
+        extra = b"".join(overflow)
+        samples = np.concatenate([samples, np.frombuffer(extra[: len(extra) // 4 * 4], dtype=np.float32)])
+    return samples
 
 
 def _storage_error(exc: OSError) -> StorageUnavailableError:
@@ -424,8 +515,10 @@ def _to_waveform(samples: np.ndarray, source_format: str, limits: DecodeLimits, 
     duration_s = samples.size / SAMPLE_RATE
     if duration_s > limits.max_duration_s:
         raise _too_long(duration_s, limits)
-    np.nan_to_num(samples, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    np.clip(samples, -1.0, 1.0, out=samples)
+    for start in range(0, samples.size, _SANITISE_BLOCK):  # in blocks: nan_to_num's masks stay small
+        block = samples[start : start + _SANITISE_BLOCK]
+        np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.clip(block, -1.0, 1.0, out=block)
     return Waveform(samples, SAMPLE_RATE, source_format)
 
 

@@ -177,6 +177,27 @@ def test_eight_channels_at_48k_are_averaged(speech_wav: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("fmt", ["webm", "m4a"])  # streamed from a pipe / from a seekable temporary file
+def test_long_recording_streams_through_ffmpeg_with_channels_averaged(
+    fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 11 minutes (over audio._STREAM_FROM_S): a 440 Hz tone at 0.4 on the left, silence on the right
+    path = tmp_path / f"long.{fmt}"
+    codec = ["-c:a", "libopus", "-b:a", "24k"] if fmt == "webm" else ["-c:a", "aac", "-b:a", "32k"]
+    run_ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=660",
+               "-af", "volume=0.4*2.83,pan=stereo|c0=c0|c1=0*c0", *codec, str(path))  # sine's amplitude is 1/8
+    before = set(Path(tempfile.gettempdir()).glob("soundsentry-*"))
+    streamed = []
+    real_stream = audio._stream_with_ffmpeg
+    monkeypatch.setattr(audio, "_stream_with_ffmpeg", lambda *a, **k: streamed.append(k) or real_stream(*a, **k))
+    decoded = decode_audio(path.read_bytes(), filename=path.name).samples
+    assert streamed == [{"needs_seek": fmt == "m4a"}]
+    assert decoded.size / SAMPLE_RATE == pytest.approx(660.0, abs=0.2)
+    rms = float(np.sqrt(np.mean(decoded[SAMPLE_RATE : 600 * SAMPLE_RATE] ** 2)))
+    assert rms == pytest.approx(0.4 * 2.83 / 8 / 2 / np.sqrt(2), rel=0.1)  # the mean of the two channels
+    assert set(Path(tempfile.gettempdir()).glob("soundsentry-*")) == before
+
+
 def test_192k_is_resampled_without_aliasing() -> None:
     # 1 kHz stays at 1 kHz; 30 kHz must be filtered out, not folded down to 2 kHz.
     time_s = np.arange(2 * 192_000) / 192_000
