@@ -80,6 +80,7 @@ from soundsentry.spectral import (  # noqa: E402
     save_artefact,
     spectrogram_windows,
 )
+from soundsentry.training import provenance  # noqa: E402
 
 log = logging.getLogger("train_cnn_transformer")
 
@@ -431,19 +432,6 @@ def benchmark(scorer: SpectralScorer, thread_counts: Sequence[int] = (1, 2), rep
         torch.set_num_threads(before)
     result["windows_per_4s_chunk"] = len(scorer.windows(chunk))
     return result
-
-
-def provenance() -> dict[str, str]:
-    import platform
-    import subprocess
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                cwd=ROOT).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {"git_commit": commit, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": np.__version__}
 
 
 # --------------------------------------------------------------------------------------------

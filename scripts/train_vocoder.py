@@ -42,8 +42,6 @@ import argparse  # noqa: E402
 import csv  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import zlib  # noqa: E402
@@ -60,6 +58,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from soundsentry.spoofs import log_spectral_distance  # noqa: E402
+from soundsentry.training import provenance  # noqa: E402
 from soundsentry.vocoders import (  # noqa: E402
     SAMPLE_RATE,
     VOCODER_FAMILIES,
@@ -182,15 +181,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.max_minutes <= 0 or args.batch_size < 1 or args.segment_s <= 0:
         parser.error("--max-minutes, --batch-size and --segment-s must be positive")
     return args
-
-
-def git_commit() -> str | None:
-    try:
-        completed = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                   check=False, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return completed.stdout.strip() or None
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any], summary: dict[str, Any]) -> None:
@@ -344,9 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_files": len(train_files),
         "validation_speakers": sorted({f.speaker for f in val_files}),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "torch": str(torch.__version__),
-        "python": platform.python_version(),
-        "git_commit": git_commit(),
+        **provenance(),
     }
 
     def save(reason: str) -> dict[str, float]:

@@ -131,13 +131,14 @@ def cv_summary(data: FeatureSet, scores: np.ndarray, folds: np.ndarray, threshol
 def provenance() -> dict[str, str]:
     """Library versions and the git commit, for the metadata saved beside an artefact."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
         commit = "unknown"
     return {
         "git_commit": commit,
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a plain str: checkpoints load with weights_only=True
         "scikit-learn": sklearn.__version__,
         "numpy": np.__version__,
     }
