@@ -442,13 +442,18 @@ class PeriodDiscriminator(nn.Module):
         if time % self.period:
             x = F.pad(x.unsqueeze(1), (0, self.period - time % self.period), mode="reflect").squeeze(1)
         x = x.view(batch, 1, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.post(x)
+        return _run_convs(self.convs, self.post, x)
+
+
+def _run_convs(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A sub-discriminator's stack: leaky-ReLU convs, then ``post``; (flattened score, every activation)."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
         features.append(x)
-        return x.flatten(1), features
+    x = post(x)
+    features.append(x)
+    return x.flatten(1), features
 
 
 class ScaleDiscriminator(nn.Module):
@@ -471,13 +476,7 @@ class ScaleDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = x.unsqueeze(1)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _run_convs(self.convs, self.post, x)
 
 
 class VocoderDiscriminator(nn.Module):
