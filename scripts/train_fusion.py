@@ -18,6 +18,13 @@ Steps
    are the EER points of the fused held-out scores. Held-out EER of each member and of the fusion,
    and the calibration error, go into the metadata.
 
+``--unseen-generators`` (flatness only): held-out speakers alone still share the training
+generators, so the fit learns how sure the member is on generators it knows, and is overconfident
+on the ones it does not. In this mode the member is refitted once per fake family with that family
+left out, and scores the held-out reals and that family's held-out fakes; the calibration and the
+thresholds are fitted on those pooled out-of-family scores. (The CNN-Transformer and TKAN would have
+to be retrained per family, so they are not supported here.)
+
 Nothing here reads ../shared/devset: measure the result with ``python -m scripts.run_test``.
 """
 
@@ -34,6 +41,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a file: make `soundsentry` importable
@@ -73,7 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="only N held-out files (quick runs)")
-    return parser.parse_args(argv)
+    parser.add_argument("--unseen-generators", action="store_true",
+                        help="calibrate on generators the member did not train on (one refit per fake family)")
+    args = parser.parse_args(argv)
+    args.members = [m for m in MEMBERS if m in args.members]  # one column order everywhere below
+    if args.unseen_generators and args.members != ["flatness"]:
+        parser.error("--unseen-generators refits the member once per fake family: only --members flatness")
+    return args
 
 
 def held_out_tkan_model(features: Path, models_dir: Path, held_groups: set[str], seed: int):
@@ -88,6 +102,32 @@ def held_out_tkan_model(features: Path, models_dir: Path, held_groups: set[str],
     params = {k: v for k, v in recipe.items() if k in ("hidden", "dropout", "epochs", "weight_decay")}
     log.info("TKAN without the held-out speakers: %d of %d rows (%s)", keep.sum(), keep.size, params or "defaults")
     return make_model("weights", random_state=seed, **params).fit(data.features[keep], data.labels[keep]), data.spec
+
+
+def unseen_generator_scores(
+    training: tuple[np.ndarray, np.ndarray, np.ndarray], inputs: np.ndarray, labels: np.ndarray,
+    systems: np.ndarray, kinds: np.ndarray, durations: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Out-of-family flatness scores of the held-out segments.
+
+    ``training``: (rows, labels, system of each row) of the other speakers; ``inputs``: the held-out
+    segments' flatness features. For each fake family, the member is fitted without that family and
+    scores the held-out reals and that family's fakes; the folds are stacked (so each real appears
+    once per family). Returns (scores as a (segment, 1) matrix, labels, kinds, durations, fold figures).
+    """
+    rows, row_labels, row_systems = training
+    parts, folds = [], []
+    for family in sorted(set(systems[labels == 1])):
+        model = fit_flatness_model(rows[row_systems != family], row_labels[row_systems != family])
+        chosen = (labels == 0) | (systems == family)
+        scores = model.predict_proba(inputs[chosen])[:, 1]
+        parts.append((scores, chosen))
+        folds.append({"left_out": str(family), "segments": int(chosen.sum()),
+                      "eer": binary_report(labels[chosen], scores, 0.5)["eer"]})
+        log.info("left out %-16s held-out EER %.3f", family, folds[-1]["eer"])
+    stacked = np.concatenate([scores for scores, _ in parts])[:, None]
+    take = lambda values: np.concatenate([values[chosen] for _, chosen in parts])  # noqa: E731
+    return stacked, take(labels), take(kinds), take(durations), folds
 
 
 def conditions(samples: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -118,16 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     tkan_model, spec = None, None
     if "tkan" in args.members:
         tkan_model, spec = held_out_tkan_model(args.tkan_features, args.models_dir, held_groups, args.seed)
-    flatness_model = None
+    flatness_rows = None
     if "flatness" in args.members:
         others = [item for item in items if (item.speaker or str(item.path)) not in held_groups]
-        rows, row_labels, _ = file_rows(others, seed=args.seed, progress=lambda x: tqdm(
+        rows, row_labels, owners = file_rows(others, seed=args.seed, progress=lambda x: tqdm(
             x, desc="flatness rows", unit="file", mininterval=5.0, file=sys.stderr))
-        flatness_model = fit_flatness_model(rows, row_labels)
+        flatness_rows = (rows, row_labels, np.array([item.system for item in owners]))
 
     vad, network = SileroVad(), SpeakerNetwork()
-    scores: dict[str, list[float]] = {m: [] for m in args.members}
-    labels, durations, kinds = [], [], []
+    scores: dict[str, list[float]] = {m: [] for m in args.members if m != "flatness"}
+    flatness_inputs: list[np.ndarray] = []  # scored below, by one model or one per left-out family
+    labels, durations, kinds, systems = [], [], [], []
     started = time.perf_counter()
     for item in tqdm(held, desc="held-out", unit="file", mininterval=5.0, file=sys.stderr):
         samples = decode_audio(item.path.read_bytes(), filename=item.path.name).samples
@@ -141,18 +182,26 @@ def main(argv: list[str] | None = None) -> int:
             crops = [crop_samples(audio, s.start, s.end) for s in segments]
             if "cnn" in scores:
                 scores["cnn"] += cnn.score_many(crops).tolist()
-            if flatness_model is not None:
-                scores["flatness"] += flatness_model.predict_proba(np.stack([flatness_features(c) for c in crops]))[
-                    :, 1].tolist()
+            if flatness_rows is not None:
+                flatness_inputs += [flatness_features(c) for c in crops]
             labels += [item.label] * len(segments)
             durations += [s.duration for s in segments]
             kinds += [kind] * len(segments)
-    labels_array, kinds_array = np.array(labels), np.array(kinds)
-    matrix = np.column_stack([scores[m] for m in args.members])
+            systems += [item.system] * len(segments)
+    labels_array, kinds_array, durations_array = np.array(labels), np.array(kinds), np.array(durations)
+    matrix = np.column_stack(list(scores.values())) if scores else np.zeros((labels_array.size, 0))  # flatness: last
+    if flatness_rows is not None:
+        inputs = np.stack(flatness_inputs)
+        if args.unseen_generators:
+            matrix, labels_array, kinds_array, durations_array, folds = unseen_generator_scores(
+                flatness_rows, inputs, labels_array, np.array(systems), kinds_array, durations_array)
+        else:
+            model = fit_flatness_model(*flatness_rows[:2])
+            matrix = np.column_stack([matrix, model.predict_proba(inputs)[:, 1]])
     weights, bias = fit_fusion(args.members, matrix, labels_array, c=args.c)
     fusion = Fusion(tuple(args.members), weights, bias, thresholds={})
     fused = fusion.combine({m: matrix[:, i] for i, m in enumerate(args.members)})
-    thresholds = category_thresholds(labels_array, fused, np.array(durations))
+    thresholds = category_thresholds(labels_array, fused, durations_array)
 
     def figures(values: np.ndarray) -> dict[str, float]:
         report = binary_report(labels_array, values, 0.5)
@@ -173,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_files": len(held), "heldout_segments": int(labels_array.size),
         "heldout_groups": len(held_groups),
         "conditions": ["whole file", f"{CROP_S:.0f} s crop", f"{CROP_S:.0f} s crop as WEBM/Opus 32 kb/s"],
+        "calibration": ({"method": "unseen generators: the member refitted without each fake family in turn, "
+                                   "scoring held-out reals and that family's held-out fakes", "folds": folds}
+                        if args.unseen_generators else {"method": "held-out speakers, all training generators"}),
         "cnn_kind": cnn.features.kind,
         # the run-time members this fusion belongs to (checked when the detector loads)
         "artefacts": {path.name: file_sha256(path) for path in members_files},

@@ -157,3 +157,16 @@ def test_flatness_and_fusion_training_end_to_end(labelled_dir: Path, tmp_path: P
     report = detector.predict(decode_file(labelled_dir / "real" / "v2s0.wav"))
     assert report.overall in ("Real", "Fake") and set(report.segments[0].scores) == set(fusion.active_members)
 
+    # calibrated on generators the member did not train on: one refit per fake family
+    assert train_fusion.main(["--data", str(labelled_dir), "--models-dir", str(models), "--output", str(models),
+                              "--members", "flatness", "--unseen-generators"]) == 0
+    fusion = Fusion.load(models / "fusion.json")
+    folds = fusion.metadata["calibration"]["folds"]
+    assert [f["left_out"] for f in folds] == ["griffin_lim_resynthesis", "world_resynthesis"]
+    assert all(0.0 <= f["eer"] <= 1.0 for f in folds) and fusion.members == ("flatness",)
+    assert Detector.load(DetectorConfig(data_dir=models)).predict(
+        decode_file(labelled_dir / "fake" / "v2s0-world_resynthesis.wav")).overall in ("Real", "Fake")
+    with pytest.raises(SystemExit):  # the CNN-Transformer cannot be refitted per family here
+        train_fusion.main(["--data", str(labelled_dir), "--models-dir", str(models), "--members", "cnn", "flatness",
+                           "--unseen-generators"])
+
