@@ -58,8 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Sound Sentry", version="0.1.0", lifespan=lifespan,
                   description="Detects synthetic speech, per speaker and overall.")
     app.state.settings = settings
-    app.state.models = ModelSlot(lambda: Detector.load(DetectorConfig(data_dir=settings.data_dir)),
-                                 retry_s=settings.model_retry_s)
+    detector_config = DetectorConfig(data_dir=settings.data_dir, tkan_dir=settings.tkan_dir,
+                                     xvector_dir=settings.xvector_dir)
+    app.state.models = ModelSlot(lambda: Detector.load(detector_config), retry_s=settings.model_retry_s)
     app.state.spool = UploadSpool(settings.tmp_dir)
     app.state.gate = AdmissionGate(settings.max_concurrent_jobs, settings.max_queued_jobs,
                                    settings.queue_timeout_s, settings.busy_retry_after_s)

@@ -4,7 +4,8 @@
 
 With the ``values`` reduction each layer's block holds its top-k activations sorted in descending
 order, so the top-k' variant (k' <= k) is the first k' columns of every block, and a layer subset is
-a choice of blocks. Each variant is fitted on the training rows (scaler + MLP, the shipped recipe)
+a choice of blocks (the layers of the rows' feature definition, whichever speaker network it reads:
+Resemblyzer or pyannote's x-vector). Each variant is fitted on the training rows (scaler + MLP, the shipped recipe)
 and scored on the validation rows — which are never fitted on: they only rank the variants.
 Prints pooled and per-source validation EER, and the in-corpus speaker-disjoint CV EER beside it.
 """
@@ -22,8 +23,16 @@ import numpy as np
 from soundsentry.metrics import eer_from_labels
 from soundsentry.training import FeatureSet, make_model, out_of_fold_scores
 
-LAYER_SETS = [("lstm1",), ("lstm2",), ("lstm3",), ("embedding",), ("lstm1", "lstm2", "lstm3"),
-              ("lstm1", "lstm2", "lstm3", "embedding")]
+
+def layer_sets(layers: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Each layer alone, all but the last (the embedding), and all: for Resemblyzer lstm1, lstm2, lstm3,
+    embedding, lstm1-3 and all four; for the x-vector sincnet, tdnn1 … tdnn5, embedding, all but the
+    embedding, and all seven."""
+    sets = [(name,) for name in layers]
+    for subset in (layers[:-1], layers):
+        if len(subset) > 1 and subset not in sets:
+            sets.append(subset)
+    return sets
 
 
 def columns(spec, layers: tuple[str, ...], k: int) -> np.ndarray:
@@ -58,12 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     if train.spec != validation.spec:
         raise SystemExit("training and validation rows were extracted with different feature definitions")
     results = []
-    for layers, k in itertools.product(LAYER_SETS, args.ks):
+    for layers, k in itertools.product(layer_sets(train.spec.layers), args.ks):
         if k > train.spec.k:
             continue
         index = columns(train.spec, layers, k)
         model = make_model(epochs=args.epochs).fit(train.features[:, index], train.labels)
-        row = {"layers": layers, "k": k, **source_eers(validation, model.predict_proba(validation.features[:, index])[:, 1])}
+        scores = model.predict_proba(validation.features[:, index])[:, 1]
+        row = {"layers": layers, "k": k, **source_eers(validation, scores)}
         if args.cv:
             subset = FeatureSet(train.features[:, index], train.labels, train.meta, train.spec, train.recipe)
             row["cv_eer"] = eer_from_labels(train.labels, out_of_fold_scores(subset, epochs=args.epochs)[0])[0]

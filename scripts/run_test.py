@@ -34,6 +34,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--use-diarization", action="store_true")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="model directory to evaluate (default: the shipped data/)")
+    parser.add_argument("--tkan-dir", type=Path, default=None,
+                        help="TKAN artefacts from here instead of --data-dir (e.g. model/tkan-xvector)")
+    parser.add_argument("--xvector-dir", type=Path, default=None,
+                        help="pyannote x-vector checkpoint directory for TKAN artefacts that read it (model/embedding)")
     parser.add_argument("--denoise", action="store_true",
                         help="noisereduce the input before scoring (measured on the devset: see data/MODEL_CARD.md)")
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
@@ -82,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         items = items[: args.limit]
     torch.set_num_threads(args.threads)
-    detector = Detector.load(DetectorConfig(data_dir=args.data_dir, denoise=args.denoise))
+    detector = Detector.load(DetectorConfig(data_dir=args.data_dir, denoise=args.denoise, tkan_dir=args.tkan_dir,
+                                            xvector_dir=args.xvector_dir))
     predictions = predict_items(detector, items, use_diarization=args.use_diarization,
                                 chunks=BrowserChunks() if args.browser_chunks else None,
                                 progress=lambda x: tqdm(x, desc="evaluating", unit="file"))

@@ -54,11 +54,11 @@ from tqdm import tqdm  # noqa: E402
 from soundsentry.audio import SAMPLE_RATE, decode_audio, encode_audio  # noqa: E402
 from soundsentry.classifier import MODEL_FILE, load_tkan_artifacts  # noqa: E402
 from soundsentry.datasets import load_items  # noqa: E402
-from soundsentry.encoder import SpeakerNetwork  # noqa: E402
 from soundsentry.features import crop_samples, segment_features  # noqa: E402
 from soundsentry.flatness import FLATNESS_FILE, file_rows, fit_flatness_model, flatness_features  # noqa: E402
 from soundsentry.fusion import FUSION_FILE, MEMBERS, Fusion, file_sha256, fit_fusion  # noqa: E402
 from soundsentry.metrics import binary_report  # noqa: E402
+from soundsentry.networks import load_tkan_network  # noqa: E402
 from soundsentry.segments import scoring_segments, single_speaker_annotation  # noqa: E402
 from soundsentry.spectral import SpectralScorer  # noqa: E402
 from soundsentry.training import FeatureSet, category_thresholds, make_model, provenance  # noqa: E402
@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="only N held-out files (quick runs)")
+    parser.add_argument("--xvector-dir", type=Path, default=None,
+                        help="pyannote x-vector checkpoint, when the TKAN artefacts read it (default model/embedding)")
     parser.add_argument("--unseen-generators", action="store_true",
                         help="calibrate on generators the member did not train on (one refit per fake family)")
     args = parser.parse_args(argv)
@@ -165,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             x, desc="flatness rows", unit="file", mininterval=5.0, file=sys.stderr))
         flatness_rows = (rows, row_labels, np.array([item.system for item in owners]))
 
-    vad, network = SileroVad(), SpeakerNetwork()
+    vad = SileroVad()
+    network = load_tkan_network(spec.network, xvector_dir=args.xvector_dir) if spec is not None else None
     scores: dict[str, list[float]] = {m: [] for m in args.members if m != "flatness"}
     flatness_inputs: list[np.ndarray] = []  # scored below, by one model or one per left-out family
     labels, durations, kinds, systems = [], [], [], []

@@ -8,6 +8,11 @@ The fusion (``data/fusion.json``, :mod:`soundsentry.fusion`) turns the members' 
 calibrated P(fake) and carries the thresholds; without it the TKAN classifier scores alone with its
 own thresholds. Members the fusion gives no weight are not computed.
 
+TKAN's artefacts may live apart from the others (``DetectorConfig.tkan_dir``, e.g. a classifier
+trained on pyannote's x-vector in ``model/tkan-xvector``): the speaker network TKAN reads is the one
+its feature definition names (:mod:`soundsentry.networks`), while the embedded diarizer keeps the
+Resemblyzer encoder.
+
 Usage
 -----
 >>> detector = Detector.load()                      # shipped models in data/
@@ -17,23 +22,25 @@ Usage
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from soundsentry.audio import DecodeLimits, Waveform, decode_audio
-from soundsentry.classifier import TkanArtifacts, load_tkan_artifacts
+from soundsentry.classifier import MODEL_FILE, SCALER_FILE, TkanArtifacts, load_tkan_artifacts
 from soundsentry.diarization import BackendChoice, DiarizerConfig, EmbeddedDiarizer, load_speech_backends
 from soundsentry.encoder import SpeakerNetwork
 from soundsentry.errors import ModelLoadError
 from soundsentry.features import crop_samples, segment_features
 from soundsentry.flatness import FLATNESS_FILE, FlatnessScorer
 from soundsentry.fusion import FUSION_FILE, Fusion, check_member_artefacts
+from soundsentry.networks import TkanNetwork, load_tkan_network
 from soundsentry.report import Report, SegmentResult
 from soundsentry.rollup import CATEGORIES, duration_category, label, overall_verdict, roll_up_speakers, weighted_mean
 from soundsentry.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
@@ -41,6 +48,9 @@ from soundsentry.spectral import SpectralScorer
 from soundsentry.vad import SileroVad, VadConfig, total_duration
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+TKAN_FILES = (SCALER_FILE, MODEL_FILE)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,15 @@ class DetectorConfig:
     pyannote_dir: Path | None = None  # default model/speaker-diarization-community-1
     # spectral-gating noise reduction (noisereduce) before VAD and scoring; off: see data/MODEL_CARD.md
     denoise: bool = False
+    # TKAN scaler + classifier from here instead of data_dir (e.g. model/tkan-xvector); the fusion, the
+    # CNN-Transformer and the flatness scorer still come from data_dir
+    tkan_dir: Path | None = None
+    # pyannote's x-vector checkpoint for TKAN artefacts that read it; default model/embedding
+    xvector_dir: Path | None = None
+
+    @property
+    def tkan_artefacts_dir(self) -> Path:
+        return self.tkan_dir if self.tkan_dir is not None else self.data_dir
 
 
 class _Timer:
@@ -84,7 +103,10 @@ class Detector:
         fusion: Fusion | None = None,
         cnn: SpectralScorer | None = None,
         flatness: FlatnessScorer | None = None,
+        tkan_network: TkanNetwork | None = None,
     ) -> None:
+        """``network`` is the Resemblyzer encoder (the embedded diarizer's); ``tkan_network`` the
+        network TKAN reads, by default ``network`` (it must be the one ``tkan.spec`` names)."""
         self.config = config
         self.vad = vad
         self.network = network
@@ -93,9 +115,15 @@ class Detector:
         self.fusion = fusion
         self.cnn = cnn
         self.flatness = flatness
+        self.tkan_network = tkan_network if tkan_network is not None else network
         for member, scorer in (("cnn", cnn), ("flatness", flatness)):
             if fusion is not None and member in fusion.active_members and scorer is None:
                 raise ValueError(f"the fusion weighs {member} but no {member} scorer was given")
+        if "tkan" in self.members and self.tkan_network.name != tkan.spec.network:
+            raise ValueError(
+                f"the TKAN classifier reads {tkan.spec.network} but the TKAN network given is {self.tkan_network.name}"
+            )
+        self._tkan_network_text = self._describe_tkan_network()  # once: models go into every report
         missing = set(CATEGORIES) - set(self.thresholds)
         if missing:
             raise ValueError(f"thresholds missing for duration categories {sorted(missing)}")
@@ -106,9 +134,13 @@ class Detector:
 
         The VAD and diarizer come from ``config.diarization_backend`` (see
         :func:`~soundsentry.diarization.load_speech_backends`): pyannote's pipeline and VAD when one
-        is available, else Silero VAD and the embedded diarizer.
+        is available, else Silero VAD and the embedded diarizer. The TKAN artefacts come from
+        ``config.tkan_artefacts_dir``, and TKAN reads the network their feature definition names
+        (loaded only when TKAN is scored).
         """
         network = SpeakerNetwork()
+        tkan_dir = config.tkan_artefacts_dir
+        tkan = load_tkan_artifacts(tkan_dir)
         fusion_path = config.data_dir / FUSION_FILE
         fusion = Fusion.load(fusion_path) if fusion_path.is_file() else None
         cnn = None
@@ -118,7 +150,13 @@ class Detector:
         if fusion is not None and "flatness" in fusion.active_members:
             flatness = FlatnessScorer.load(config.data_dir / FLATNESS_FILE)
         if fusion is not None:
-            check_member_artefacts(fusion, config.data_dir)
+            _check_fusion_artefacts(fusion, config.data_dir, tkan_dir)
+        tkan_network = None
+        if fusion is None or "tkan" in fusion.active_members:
+            tkan_network = _load_tkan_network(tkan, tkan_dir, config.xvector_dir, network)
+        elif config.tkan_dir is not None:
+            logger.warning("TKAN artefacts loaded from %s are not scored: %s gives TKAN no weight",
+                           tkan_dir, fusion_path)
         backends = load_speech_backends(
             config.diarization_backend, network=network, vad_config=config.vad,
             diarizer_config=config.diarizer, pyannote_dir=config.pyannote_dir,
@@ -127,11 +165,12 @@ class Detector:
             config=config,
             vad=backends.vad,
             network=network,
-            tkan=load_tkan_artifacts(config.data_dir),
+            tkan=tkan,
             diarizer=backends.diarizer,
             fusion=fusion,
             cnn=cnn,
             flatness=flatness,
+            tkan_network=tkan_network,
         )
         detector.speech_backends = backends
         return detector
@@ -152,6 +191,7 @@ class Detector:
         return {
             "vad": self.vad.name,
             "speaker_network": self.network.name,
+            "tkan_network": self._tkan_network_text,
             "tkan_classifier": f"mlp {self.tkan.spec.key}",
             "cnn_transformer": (
                 f"{self.cnn.features.kind} {self.cnn.features.key}" if self.cnn is not None else "not used"
@@ -164,6 +204,15 @@ class Detector:
             "diarization": self.diarizer.name,
             "diarization_backend": backends.describe() if backends else type(self.diarizer).__name__,
         }
+
+    def _describe_tkan_network(self) -> str:
+        """The network TKAN reads, with its checkpoint when the name does not pin the weights."""
+        network = self.tkan_network
+        if "tkan" not in self.members:
+            return f"{self.tkan.spec.network} (not used: the fusion gives TKAN no weight)"
+        if network.weights_id is None:
+            return network.name
+        return f"{network.name} ({network.describe()['checkpoint']}, sha256 {network.weights_id[:12]})"
 
     def predict_bytes(
         self, data: bytes, *, filename: str | None = None, use_diarization: bool = False,
@@ -238,7 +287,7 @@ class Detector:
         scores = {}
         if "tkan" in self.members:
             with timer.stage("tkan"):
-                features = segment_features(self.network, self.tkan.spec, samples, segments)
+                features = segment_features(self.tkan_network, self.tkan.spec, samples, segments)
                 scores["tkan"] = np.asarray(self.tkan.predict_fake(features), dtype=np.float64)
         crops = [crop_samples(samples, s.start, s.end) for s in segments]
         if "cnn" in self.members:
@@ -287,6 +336,33 @@ class Detector:
                 "segment_max_s": self.config.segments.max_duration_s,
             },
         }
+
+
+def _check_fusion_artefacts(fusion: Fusion, data_dir: Path, tkan_dir: Path) -> None:
+    """The fusion's member artefacts are the ones it was fitted with: TKAN's in ``tkan_dir``, the others
+    in ``data_dir``."""
+    artefacts = dict(fusion.metadata.get("artefacts", {}))
+    tkan_files = {name: artefacts.pop(name) for name in TKAN_FILES if name in artefacts}
+    check_member_artefacts(replace(fusion, metadata={"artefacts": artefacts}), data_dir)
+    check_member_artefacts(replace(fusion, metadata={"artefacts": tkan_files}), tkan_dir)
+
+
+def _load_tkan_network(
+    tkan: TkanArtifacts, tkan_dir: Path, xvector_dir: Path | None, resemblyzer: SpeakerNetwork
+) -> TkanNetwork:
+    """The network the TKAN classifier was trained on; refuse other weights than its training run's."""
+    network = load_tkan_network(tkan.spec.network, xvector_dir=xvector_dir, resemblyzer=resemblyzer)
+    recorded = tkan.metadata.get("speaker_network", {})
+    trained_on = recorded.get("checkpoint_sha256")
+    if network.weights_id is not None and trained_on and trained_on != network.weights_id:
+        checkpoint = network.describe()["checkpoint"]
+        raise ModelLoadError(
+            f"{checkpoint} (sha256 {network.weights_id[:12]}…) is not the {network.name} checkpoint the TKAN "
+            f"classifier in {tkan_dir} was trained with (sha256 {trained_on[:12]}…, then at "
+            f"{recorded.get('checkpoint', '?')}): put that checkpoint at {checkpoint}, or retrain the classifier "
+            "on features extracted with this one."
+        )
+    return network
 
 
 def _load_cnn(path: Path) -> SpectralScorer:

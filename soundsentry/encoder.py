@@ -9,14 +9,16 @@ recompute its mel front-end with torchaudio (checked equal to librosa's to 1e-6)
 as three single-layer LSTMs carrying the same weights: every layer's activations become visible.
 
 Layers: the network is a plain ``nn.Module`` (:class:`ResemblyzerNet`); :class:`SpeakerNetwork`
-runs it (framing, batching, inference mode) and returns NumPy arrays.
+runs it (framing, batching, inference mode) and returns NumPy arrays. Its layer layout, and the
+other network TKAN can read (pyannote's x-vector, :mod:`soundsentry.xvector`), are declared in
+:mod:`soundsentry.networks`; the diarizer always uses this one.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,13 +26,16 @@ import torchaudio
 from torch import nn
 
 from soundsentry.errors import ModelLoadError
+from soundsentry.networks import RESEMBLYZER, WindowActivations, file_sha256, stack_layer_statistics, window_starts
+
+__all__ = ["LAYER_NAMES", "ResemblyzerNet", "SpeakerNetwork", "WindowActivations", "resemblyzer_weights_path"]
 
 SAMPLE_RATE = 16_000
 MEL_BANDS = 40
 HOP_SAMPLES = 160  # 10 ms
 WINDOW_FRAMES = 160  # 1.6 s, the partial-utterance length the encoder was trained on
 HIDDEN = 256
-LAYER_NAMES = ("lstm1", "lstm2", "lstm3", "embedding")
+LAYER_NAMES = RESEMBLYZER.layer_names  # lstm1, lstm2, lstm3, embedding
 NORM_TARGET_DBFS = -30.0  # Resemblyzer's volume normalisation target
 
 
@@ -84,46 +89,24 @@ class ResemblyzerNet(nn.Module):
         return activations, embedding
 
 
-@dataclass(frozen=True)
-class WindowActivations:
-    """What the network says about a run of 1.6 s windows over one stretch of audio.
-
-    Attributes
-    ----------
-    starts : (window,) window start times in seconds, relative to the analysed audio
-    layer_mean : (window, layer, 256) time-averaged activations per layer
-    layer_std : (window, layer, 256) standard deviation over time (0 for the embedding layer)
-    embeddings : (window, 256) L2-normalised d-vectors
-    """
-
-    starts: np.ndarray
-    layer_mean: np.ndarray
-    layer_std: np.ndarray
-    embeddings: np.ndarray
-
-    @property
-    def window_s(self) -> float:
-        return WINDOW_FRAMES * HOP_SAMPLES / SAMPLE_RATE
-
-    def __len__(self) -> int:
-        return int(self.starts.size)
-
-
 class SpeakerNetwork:
     """Runs :class:`ResemblyzerNet` over audio: volume normalisation, mels, windows, batches.
 
     Follows pyannote's embedding-wrapper interface: ``sample_rate``, ``dimension``, ``metric``.
     """
 
-    name = "resemblyzer-0.1.4"
+    name = RESEMBLYZER.name
+    layout = RESEMBLYZER
     sample_rate = SAMPLE_RATE
     dimension = HIDDEN
     metric = "cosine"
     layer_names = LAYER_NAMES
     window_s = WINDOW_FRAMES * HOP_SAMPLES / SAMPLE_RATE
+    weights_id = None  # the weights come with the wheel version in the name
 
     def __init__(self, weights_path: Path | None = None, max_batch: int = 64) -> None:
         path = weights_path or resemblyzer_weights_path()
+        self.weights_path = path
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
             self.net = ResemblyzerNet()
@@ -144,14 +127,14 @@ class SpeakerNetwork:
         audio = audio * (10 ** (NORM_TARGET_DBFS / 20) / rms)
         return self._mel(audio).T
 
+    def describe(self) -> dict[str, Any]:
+        """Provenance for training metadata: name and the weights file with its SHA-256."""
+        return {"name": self.name, "checkpoint": str(self.weights_path),
+                "checkpoint_sha256": file_sha256(self.weights_path)}
+
     def window_starts(self, n_frames: int, hop_frames: int) -> np.ndarray:
         """Frame indices where windows start: cover the audio; the last window is end-aligned."""
-        if n_frames <= WINDOW_FRAMES:
-            return np.zeros(1, dtype=np.int64)
-        starts = np.arange(0, n_frames - WINDOW_FRAMES + 1, hop_frames)
-        if starts[-1] + WINDOW_FRAMES < n_frames:
-            starts = np.append(starts, n_frames - WINDOW_FRAMES)
-        return starts
+        return window_starts(n_frames, WINDOW_FRAMES, hop_frames)
 
     @torch.inference_mode()
     def analyse(self, samples: np.ndarray, hop_s: float = 0.8) -> WindowActivations:
@@ -168,12 +151,17 @@ class SpeakerNetwork:
         means, stds, embeddings = [], [], []
         for batch in torch.split(windows, self.max_batch):
             activations, embedding = self.net(batch)
-            means.append(torch.stack([a.mean(dim=1) for a in activations], dim=1))
-            stds.append(torch.stack([a.std(dim=1, correction=0) for a in activations], dim=1))
-            embeddings.append(embedding)
+            mean, std = stack_layer_statistics(activations, HIDDEN)
+            means.append(mean)
+            stds.append(std)
+            embeddings.append(embedding.numpy())
         return WindowActivations(
             starts=starts * HOP_SAMPLES / SAMPLE_RATE,
-            layer_mean=torch.cat(means).numpy(),
-            layer_std=torch.cat(stds).numpy(),
-            embeddings=torch.cat(embeddings).numpy(),
+            layer_mean=np.concatenate(means),
+            layer_std=np.concatenate(stds),
+            embeddings=np.concatenate(embeddings),
+            window_s=self.window_s,
+            network=self.name,
+            layer_names=LAYER_NAMES,
+            layer_widths=self.layout.layer_widths,
         )

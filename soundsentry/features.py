@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from soundsentry.encoder import SAMPLE_RATE, SpeakerNetwork
-from soundsentry.segments import SegmentConfig, ScoringSegment, scoring_segments, single_speaker_annotation
+from soundsentry.encoder import SAMPLE_RATE
+from soundsentry.networks import TkanNetwork
+from soundsentry.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
 from soundsentry.tkan import FeatureSpec, tkan_features
 from soundsentry.vad import SileroVad
 
@@ -31,9 +32,12 @@ def crop_samples(samples: np.ndarray, start_s: float, end_s: float) -> np.ndarra
 
 
 def segment_features(
-    network: SpeakerNetwork, spec: FeatureSpec, samples: np.ndarray, segments: list[ScoringSegment]
+    network: TkanNetwork, spec: FeatureSpec, samples: np.ndarray, segments: list[ScoringSegment]
 ) -> np.ndarray:
-    """(segment, spec.dimension) TKAN features, one row per scoring segment."""
+    """(segment, spec.dimension) TKAN features, one row per scoring segment.
+
+    ``network`` must be the one ``spec.network`` names (:func:`~soundsentry.networks.load_tkan_network`).
+    """
     rows = [
         tkan_features(network.analyse(crop_samples(samples, s.start, s.end), hop_s=spec.hop_s), spec)
         for s in segments
@@ -41,7 +45,9 @@ def segment_features(
     return np.stack(rows) if rows else np.zeros((0, spec.dimension), dtype=np.float32)
 
 
-def speech_segments(vad: SileroVad, samples: np.ndarray, config: SegmentConfig = SegmentConfig()) -> list[ScoringSegment]:
+def speech_segments(
+    vad: SileroVad, samples: np.ndarray, config: SegmentConfig = SegmentConfig()
+) -> list[ScoringSegment]:
     """Scoring segments of a single-speaker recording (the no-diarization path)."""
     return scoring_segments(single_speaker_annotation(vad(samples)), config)
 
@@ -61,7 +67,7 @@ class ExtractionRecipe:
 def extract_item_rows(
     samples: np.ndarray,
     *,
-    network: SpeakerNetwork,
+    network: TkanNetwork,
     vad: SileroVad,
     spec: FeatureSpec,
     recipe: ExtractionRecipe,
@@ -86,6 +92,6 @@ def extract_item_rows(
             audio, name = augment(audio, rng)
         segments = speech_segments(vad, audio)
         features = segment_features(network, spec, audio, segments)
-        for segment, row in zip(segments, features):
+        for segment, row in zip(segments, features, strict=True):
             rows.append({"features": row, "duration_s": segment.duration, "variant": variant, "augmentation": name})
     return rows

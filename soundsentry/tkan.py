@@ -2,12 +2,16 @@
 
 DeepSonar (Wang et al., ACM MM 2020) observes that a speaker-recognition network's layer-wise
 neuron behaviour differs between real and synthetic voices, and summarises each layer by its most
-activated neurons. Here each layer's activations are averaged over time (and over the 1.6 s
-windows of the segment), then reduced to its top-k neurons:
+activated neurons. Here each layer's activations are averaged over time (and over the windows of
+the segment), then reduced to its top-k neurons:
 
 - ``reduction="values"``: the k largest activations, sorted (k numbers per layer);
-- ``reduction="masked"``: all 256 neurons, zero except the top k, which keep their activation
-  (neuron identity preserved, 256 numbers per layer).
+- ``reduction="masked"``: all the layer's neurons, zero except the top k, which keep their
+  activation (neuron identity preserved, as many numbers as the layer is wide).
+
+The spec names its speaker network (:mod:`soundsentry.networks`: the shipped Resemblyzer encoder,
+or pyannote's x-vector); its layers are checked against that network's layers, and k against each
+chosen layer's width.
 
 With ``stats=("mean", "std")`` the same reduction is also applied to the time standard deviation,
 at the neurons the mean selected. A :class:`FeatureSpec` names one definition; its ``key`` is
@@ -22,33 +26,55 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from soundsentry.encoder import LAYER_NAMES, WindowActivations
+from soundsentry.networks import DEFAULT_NETWORK, NetworkLayout, WindowActivations, network_layout
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    network: str = "resemblyzer-0.1.4"
-    layers: tuple[str, ...] = LAYER_NAMES
+    """One TKAN feature definition.
+
+    ``network`` is a full network name (``resemblyzer-0.1.4``, ``pyannote-xvector-sincnet``);
+    ``layers`` defaults to all of that network's layers.
+    """
+
+    network: str = DEFAULT_NETWORK
+    layers: tuple[str, ...] | None = None  # None: every layer of the network
     k: int = 32
     reduction: str = "values"  # "values" | "masked"
     stats: tuple[str, ...] = ("mean",)  # subset of ("mean", "std")
     hop_s: float = 1.6  # window hop when scoring a segment
 
     def __post_init__(self) -> None:
-        unknown = set(self.layers) - set(LAYER_NAMES)
+        layout = network_layout(self.network)  # ValueError for an unknown network
+        if layout.name != self.network:  # an alias: store the full name, which the key hashes
+            object.__setattr__(self, "network", layout.name)
+        if self.layers is None:
+            object.__setattr__(self, "layers", layout.layer_names)
+        if not self.layers:
+            raise ValueError("choose at least one layer")
+        unknown = [name for name in self.layers if name not in layout.layer_names]
         if unknown:
-            raise ValueError(f"unknown layers {sorted(unknown)}; choose from {LAYER_NAMES}")
+            raise ValueError(f"unknown layers {unknown} for {layout.name}; choose from {layout.layer_names}")
         if self.reduction not in ("values", "masked"):
             raise ValueError(f"reduction must be 'values' or 'masked', got {self.reduction!r}")
         if not set(self.stats) <= {"mean", "std"} or "mean" not in self.stats:
             raise ValueError(f"stats must contain 'mean' and may add 'std', got {self.stats}")
-        if not 1 <= self.k <= 256:
-            raise ValueError(f"k must be in 1..256, got {self.k}")
+        narrowest = min(self.layers, key=layout.width)
+        if not 1 <= self.k <= layout.width(narrowest):
+            raise ValueError(
+                f"k must be in 1..{layout.width(narrowest)} (layer {narrowest!r} of {layout.name} has "
+                f"{layout.width(narrowest)} neurons), got {self.k}"
+            )
+
+    @property
+    def layout(self) -> NetworkLayout:
+        return network_layout(self.network)
 
     @property
     def dimension(self) -> int:
-        per_layer = self.k if self.reduction == "values" else 256
-        return per_layer * len(self.layers) * len(self.stats)
+        layout = self.layout
+        per_stat = sum(self.k if self.reduction == "values" else layout.width(name) for name in self.layers)
+        return per_stat * len(self.stats)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,8 +82,10 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, values: dict) -> FeatureSpec:
         values = dict(values)
-        values["layers"] = tuple(values["layers"])
-        values["stats"] = tuple(values["stats"])
+        if values.get("layers") is not None:
+            values["layers"] = tuple(values["layers"])
+        if "stats" in values:
+            values["stats"] = tuple(values["stats"])
         return cls(**values)
 
     @property
@@ -68,7 +96,7 @@ class FeatureSpec:
 
 
 def _reduce(mean: np.ndarray, other: np.ndarray, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Reduce one layer: (256,) mean and (256,) companion statistic → two (dim,) vectors."""
+    """Reduce one layer: (width,) mean and (width,) companion statistic → two (k or width,) vectors."""
     order = np.argsort(mean)[::-1][: spec.k]
     if spec.reduction == "values":
         return mean[order], other[order]
@@ -84,7 +112,8 @@ def tkan_features(activations: WindowActivations, spec: FeatureSpec) -> np.ndarr
 
     Parameters
     ----------
-    activations : the segment's windows, ``layer_mean``/``layer_std`` of shape (window, layer, 256)
+    activations : the segment's windows, ``layer_mean``/``layer_std`` of shape (window, layer, width),
+        from the network ``spec`` names
     spec : which layers, k, reduction and statistics
 
     Returns
@@ -93,12 +122,15 @@ def tkan_features(activations: WindowActivations, spec: FeatureSpec) -> np.ndarr
     """
     if len(activations) == 0:
         raise ValueError("no windows to pool: the segment is empty")
-    mean = activations.layer_mean.mean(axis=0)  # (layer, 256)
-    std = activations.layer_std.mean(axis=0)
+    if activations.network != spec.network:
+        raise ValueError(
+            f"the activations come from {activations.network} but the feature definition reads "
+            f"{spec.network}: analyse the audio with the network the spec names"
+        )
     parts_mean, parts_std = [], []
     for name in spec.layers:
-        index = LAYER_NAMES.index(name)
-        reduced_mean, reduced_std = _reduce(mean[index], std[index], spec)
+        mean, std = activations.layer(name)  # (window, width)
+        reduced_mean, reduced_std = _reduce(mean.mean(axis=0), std.mean(axis=0), spec)
         parts_mean.append(reduced_mean)
         parts_std.append(reduced_std)
     parts = parts_mean + (parts_std if "std" in spec.stats else [])

@@ -12,7 +12,7 @@ import csv
 import json
 import platform
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ class FeatureSet:
     meta: list[dict[str, str]]
     spec: FeatureSpec
     recipe: dict[str, Any]
+    # the network's name, checkpoint and SHA-256 (absent in caches written before it was recorded)
+    speaker_network: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, directory: Path) -> FeatureSet:
@@ -52,6 +54,7 @@ class FeatureSet:
             meta=meta,
             spec=FeatureSpec.from_dict(described["feature_spec"]),
             recipe=described["recipe"],
+            speaker_network=described.get("speaker_network", {}),
         )
 
     def column(self, name: str) -> np.ndarray:

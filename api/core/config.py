@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SOUNDSENTRY_", env_file=".env", extra="ignore")
 
     data_dir: Path = DEFAULT_DATA_DIR
+    tkan_dir: Path | None = Field(
+        None, description="TKAN scaler + classifier from here instead of data_dir (e.g. model/tkan-xvector)"
+    )
+    xvector_dir: Path | None = Field(
+        None, description="pyannote x-vector checkpoint for TKAN artefacts that read it; None = model/embedding"
+    )
     # --- what one request may send -------------------------------------------------------------
     max_upload_mb: float = Field(50.0, gt=0, description="largest accepted upload, MiB")
     max_duration_s: float = Field(3 * 3600.0, gt=0, description="longest accepted decoded audio, seconds")
