@@ -31,7 +31,6 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
@@ -49,6 +48,7 @@ from tqdm import tqdm  # noqa: E402
 
 from scripts.make_spoofs import load, read_sources, relative_name, write_flac, write_manifest  # noqa: E402
 from scripts.train_vocoder import load_checkpoint  # noqa: E402
+from soundsentry.hashing import file_sha256  # noqa: E402
 from soundsentry.spoofs import SAMPLE_RATE, log_spectral_distance  # noqa: E402
 from soundsentry.vocoders import VOCODER_FAMILIES, Vocoder, remove_weight_norm, vocoder_from_payload  # noqa: E402
 
@@ -75,14 +75,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_vocoder(path: Path) -> tuple[Vocoder, dict[str, Any]]:
     """The vocoder of a checkpoint, ready for inference (eval, weight norm folded), and its provenance."""
     if not path.is_file():
@@ -95,7 +87,7 @@ def load_vocoder(path: Path) -> tuple[Vocoder, dict[str, Any]]:
     remove_weight_norm(vocoder.generator)
     provenance = {
         "checkpoint": str(path),
-        "sha256": sha256(path),
+        "sha256": file_sha256(path),
         "step": payload.get("step"),
         "config": vocoder.config,
         "validation": (payload.get("history") or [{}])[-1],

@@ -56,7 +56,8 @@ from soundsentry.classifier import MODEL_FILE, load_tkan_artifacts  # noqa: E402
 from soundsentry.datasets import load_items  # noqa: E402
 from soundsentry.features import crop_samples, segment_features  # noqa: E402
 from soundsentry.flatness import FLATNESS_FILE, file_rows, fit_flatness_model, flatness_features  # noqa: E402
-from soundsentry.fusion import FUSION_FILE, MEMBERS, Fusion, file_sha256, fit_fusion  # noqa: E402
+from soundsentry.fusion import FUSION_FILE, MEMBERS, Fusion, fit_fusion  # noqa: E402
+from soundsentry.hashing import file_sha256  # noqa: E402
 from soundsentry.metrics import binary_report  # noqa: E402
 from soundsentry.networks import load_tkan_network  # noqa: E402
 from soundsentry.segments import scoring_segments, single_speaker_annotation  # noqa: E402

@@ -26,7 +26,8 @@ import torchaudio
 from torch import nn
 
 from soundsentry.errors import ModelLoadError
-from soundsentry.networks import RESEMBLYZER, WindowActivations, file_sha256, stack_layer_statistics, window_starts
+from soundsentry.hashing import file_sha256
+from soundsentry.networks import RESEMBLYZER, WindowActivations, stack_layer_statistics, window_starts
 
 __all__ = ["LAYER_NAMES", "ResemblyzerNet", "SpeakerNetwork", "WindowActivations", "resemblyzer_weights_path"]
 

@@ -18,7 +18,6 @@ A member whose weight is 0 is not computed at run time (see :attr:`Fusion.active
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from soundsentry.errors import ModelLoadError
+from soundsentry.hashing import file_sha256
 
 FUSION_FILE = "fusion.json"
 FORMAT = "soundsentry.fusion/1"
@@ -85,10 +85,6 @@ class Fusion:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ModelLoadError(f"{path}: unreadable fusion artefact ({error}); retrain it with "
                                  "`python -m scripts.train_fusion` or remove it to score with TKAN alone") from error
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check_member_artefacts(fusion: Fusion, directory: Path) -> None:

@@ -23,7 +23,6 @@ Usage
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -180,14 +179,6 @@ def stack_layer_statistics(activations: list[torch.Tensor], width: int) -> tuple
         mean[:, index, : layer.shape[2]] = layer.mean(dim=1).numpy()
         std[:, index, : layer.shape[2]] = layer.std(dim=1, correction=0).numpy()
     return mean, std
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_tkan_network(

@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from soundsentry.errors import ModelLoadError
-from soundsentry.networks import XVECTOR, WindowActivations, file_sha256, stack_layer_statistics, window_starts
+from soundsentry.hashing import file_sha256
+from soundsentry.networks import XVECTOR, WindowActivations, stack_layer_statistics, window_starts
 
 SAMPLE_RATE = 16_000
 WINDOW_S = 3.0  # pyannote/embedding's model card embeds 3 s sliding windows

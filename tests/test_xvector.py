@@ -21,7 +21,8 @@ from soundsentry.classifier import MODEL_FILE, load_tkan_artifacts
 from soundsentry.detector import DEFAULT_DATA_DIR, Detector, DetectorConfig
 from soundsentry.errors import ModelLoadError
 from soundsentry.fusion import FUSION_FILE, Fusion
-from soundsentry.networks import RESEMBLYZER, XVECTOR, file_sha256, load_tkan_network
+from soundsentry.hashing import file_sha256
+from soundsentry.networks import RESEMBLYZER, XVECTOR, load_tkan_network
 from soundsentry.spoofs import lpc_resynthesis
 from soundsentry.tkan import FeatureSpec, tkan_features
 from soundsentry.xvector import CHECKPOINT_FILE, HUB_ID, XVectorNetwork
