@@ -81,6 +81,10 @@ def fusion_section(path: Path) -> list[str]:
              "| held-out training speakers | EER | ROC-AUC | ECE |", "| --- | --- | --- | --- |"]
     for name, values in info.get("heldout", {}).items():
         lines.append(f"| {name} | {pct(values['eer'])} | {values['roc_auc']:.3f} | {values['ece']:.3f} |")
+    calibration = info.get("calibration", {})
+    if calibration.get("folds"):
+        lines += ["", f"Calibration on {calibration['method']}; held-out EER per family left out: "
+                  + ", ".join(f"{f['left_out']} {pct(f['eer'])}" for f in calibration["folds"]) + "."]
     lines += ["", "Decision thresholds (EER points of the fused held-out scores per duration category): "
               + ", ".join(f"{k} {v:.3f}" for k, v in fusion["thresholds"].items()), ""]
     return lines

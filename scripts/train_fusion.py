@@ -55,7 +55,13 @@ from soundsentry.audio import SAMPLE_RATE, decode_audio, encode_audio  # noqa: E
 from soundsentry.classifier import MODEL_FILE, load_tkan_artifacts  # noqa: E402
 from soundsentry.datasets import load_items  # noqa: E402
 from soundsentry.features import crop_samples, segment_features  # noqa: E402
-from soundsentry.flatness import FLATNESS_FILE, file_rows, fit_flatness_model, flatness_features  # noqa: E402
+from soundsentry.flatness import (  # noqa: E402
+    FLATNESS_FILE,
+    FlatnessScorer,
+    file_rows,
+    fit_flatness_model,
+    flatness_features,
+)
 from soundsentry.fusion import FUSION_FILE, MEMBERS, Fusion, fit_fusion  # noqa: E402
 from soundsentry.hashing import file_sha256  # noqa: E402
 from soundsentry.metrics import binary_report  # noqa: E402
@@ -109,7 +115,7 @@ def held_out_tkan_model(features: Path, models_dir: Path, held_groups: set[str],
 
 def unseen_generator_scores(
     training: tuple[np.ndarray, np.ndarray, np.ndarray], inputs: np.ndarray, labels: np.ndarray,
-    systems: np.ndarray, kinds: np.ndarray, durations: np.ndarray,
+    systems: np.ndarray, kinds: np.ndarray, durations: np.ndarray, c: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Out-of-family flatness scores of the held-out segments.
 
@@ -121,7 +127,7 @@ def unseen_generator_scores(
     rows, row_labels, row_systems = training
     parts, folds = [], []
     for family in sorted(set(systems[labels == 1])):
-        model = fit_flatness_model(rows[row_systems != family], row_labels[row_systems != family])
+        model = fit_flatness_model(rows[row_systems != family], row_labels[row_systems != family], c)
         chosen = (labels == 0) | (systems == family)
         scores = model.predict_proba(inputs[chosen])[:, 1]
         parts.append((scores, chosen))
@@ -161,12 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     tkan_model, spec = None, None
     if "tkan" in args.members:
         tkan_model, spec = held_out_tkan_model(args.tkan_features, args.models_dir, held_groups, args.seed)
-    flatness_rows = None
+    flatness_rows, flatness_c, flatness_spec = None, 1.0, None
     if "flatness" in args.members:
+        # the shipped scorer's recipe: its features, augmented copies per file and regularisation
+        shipped = FlatnessScorer.load(args.models_dir / FLATNESS_FILE)
+        variants, flatness_c = shipped.metadata.get("augmented_variants", 1), shipped.metadata.get("c", 1.0)
         others = [item for item in items if (item.speaker or str(item.path)) not in held_groups]
-        rows, row_labels, owners = file_rows(others, seed=args.seed, progress=lambda x: tqdm(
-            x, desc="flatness rows", unit="file", mininterval=5.0, file=sys.stderr))
+        rows, row_labels, owners = file_rows(
+            others, shipped.features, augmented_variants=variants, seed=args.seed,
+            progress=lambda x: tqdm(x, desc="flatness rows", unit="file", mininterval=5.0, file=sys.stderr))
         flatness_rows = (rows, row_labels, np.array([item.system for item in owners]))
+        flatness_spec = shipped.features
+        log.info("flatness recipe: %d augmented copies per file, C=%g", variants, flatness_c)
 
     vad = SileroVad()
     network = load_tkan_network(spec.network, xvector_dir=args.xvector_dir) if spec is not None else None
@@ -187,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             if "cnn" in scores:
                 scores["cnn"] += cnn.score_many(crops).tolist()
             if flatness_rows is not None:
-                flatness_inputs += [flatness_features(c) for c in crops]
+                flatness_inputs += [flatness_features(c, flatness_spec) for c in crops]
             labels += [item.label] * len(segments)
             durations += [s.duration for s in segments]
             kinds += [kind] * len(segments)
@@ -198,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         inputs = np.stack(flatness_inputs)
         if args.unseen_generators:
             matrix, labels_array, kinds_array, durations_array, folds = unseen_generator_scores(
-                flatness_rows, inputs, labels_array, np.array(systems), kinds_array, durations_array)
+                flatness_rows, inputs, labels_array, np.array(systems), kinds_array, durations_array, flatness_c)
         else:
-            model = fit_flatness_model(*flatness_rows[:2])
+            model = fit_flatness_model(*flatness_rows[:2], c=flatness_c)
             matrix = np.column_stack([matrix, model.predict_proba(inputs)[:, 1]])
     weights, bias = fit_fusion(args.members, matrix, labels_array, c=args.c)
     fusion = Fusion(tuple(args.members), weights, bias, thresholds={})
