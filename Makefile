@@ -42,7 +42,7 @@ train: setup
 	$(PYTHON) -m scripts.train_classifier --features cache/features/train --output data
 	$(PYTHON) -m scripts.train_cnn_transformer --features high --variants 2 --workers 1 \
 	  --data cache/spoofs_band/manifest.csv --eval-devset
-	$(PYTHON) -m scripts.train_flatness --data cache/spoofs_band/manifest.csv --output data
+	$(PYTHON) -m scripts.train_flatness --data cache/spoofs_band/manifest.csv --augmented-variants 0 --output data
 	# the fusion ships the flatness member alone: the devset preferred it to every mix (data/MODEL_CARD.md);
 	# it is calibrated on fake families the member did not train on (one refit per family)
 	$(PYTHON) -m scripts.train_fusion --data cache/spoofs_band/manifest.csv --members flatness --unseen-generators --output data

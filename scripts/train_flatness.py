@@ -3,9 +3,9 @@
     python -m scripts.train_flatness [--data cache/spoofs_band/manifest.csv] [--output data]
 
 Rows: every file of ``--data`` (default: the corpus reals and their upper-band fakes written by
-``scripts.make_band_spoofs``) as it is and once through a random label-blind augmentation chain
-(:func:`soundsentry.flatness.file_rows`). Speaker-disjoint 5-fold cross-validation gives the
-in-corpus figures saved with the model; then a StandardScaler + logistic regression is fitted on
+``scripts.make_band_spoofs``) as it is, plus ``--augmented-variants`` copies through a random
+label-blind augmentation chain (:func:`soundsentry.flatness.file_rows`; default none, see the
+option). Speaker-disjoint 5-fold cross-validation gives the in-corpus figures saved with the model; then a StandardScaler + logistic regression is fitted on
 every row. Why this scorer exists, and what it scores on ../shared/devset: soundsentry/flatness.py
 and data/MODEL_CARD.md.
 """
@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, action="append", help="manifests or folders; repeatable")
     parser.add_argument("--output", type=Path, default=ROOT / "data")
-    parser.add_argument("--augmented-variants", type=int, default=1)
+    parser.add_argument("--augmented-variants", type=int, default=0,
+                        help="augmented copies of each file (default 0: on the devset, copies through codecs, noise "
+                             "and reverb cost 1.8 points whole-file and 1.7 in the browser condition; data/NOTES.md)")
     parser.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     parser.add_argument("--folds", type=int, default=5, help="speaker-disjoint CV folds (at most one per speaker)")
     parser.add_argument("--seed", type=int, default=0)

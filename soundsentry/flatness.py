@@ -72,13 +72,13 @@ def flatness_features(samples: np.ndarray, features: FlatnessFeatures = Flatness
 
 
 def file_rows(
-    items: Sequence[Any], features: FlatnessFeatures = FlatnessFeatures(), *, augmented_variants: int = 1,
+    items: Sequence[Any], features: FlatnessFeatures = FlatnessFeatures(), *, augmented_variants: int = 0,
     seed: int = 0, progress=lambda x: x,
 ) -> tuple[np.ndarray, np.ndarray, list[Any]]:
     """Feature rows of labelled files (``AudioItem``s): each file as it is and ``augmented_variants``
-    times through a random label-blind augmentation chain (codecs, noise, reverb, RawBoost...), so
-    the model meets what a browser or a phone does to the upper band in both classes.
-    Returns (rows, labels, the item of each row)."""
+    times through a random label-blind augmentation chain (codecs, noise, reverb, RawBoost...). The
+    shipped scorer uses none: on the devset such copies made it worse, in the browser condition too
+    (data/NOTES.md). Returns (rows, labels, the item of each row)."""
     import soundfile as sf
 
     from soundsentry.augment import apply_augmentation, random_augmentation
