@@ -1,13 +1,15 @@
-"""Compare TKAN variants (layers, k) on a validation set without re-extracting features.
+"""Compare TKAN variants (layers, k, statistics) on a validation set without re-extracting features.
 
     python -m scripts.explore_tkan --train cache/features/train --validation cache/features/devset
 
 With the ``values`` reduction each layer's block holds its top-k activations sorted in descending
 order, so the top-k' variant (k' <= k) is the first k' columns of every block, and a layer subset is
 a choice of blocks (the layers of the rows' feature definition, whichever speaker network it reads:
-Resemblyzer or pyannote's x-vector). Each variant is fitted on the training rows (scaler + MLP, the shipped recipe)
-and scored on the validation rows — which are never fitted on: they only rank the variants.
-Prints pooled and per-source validation EER, and the in-corpus speaker-disjoint CV EER beside it.
+Resemblyzer or pyannote's x-vector). Rows extracted with ``stats=("mean", "std")`` (``--spec`` of
+``scripts.feature_extractor``) are also tried with the time standard deviation added. Each variant
+is fitted on the training rows (scaler + MLP, the shipped recipe) and scored on the validation rows
+— which are never fitted on: they only rank the variants. Prints pooled and per-source validation
+EER, and the in-corpus speaker-disjoint CV EER beside it.
 """
 
 from __future__ import annotations
@@ -35,12 +37,21 @@ def layer_sets(layers: tuple[str, ...]) -> list[tuple[str, ...]]:
     return sets
 
 
-def columns(spec, layers: tuple[str, ...], k: int) -> np.ndarray:
-    """Indices of the top-k columns of each chosen layer block (mean statistics only)."""
+def columns(spec, layers: tuple[str, ...], k: int, stats: tuple[str, ...] = ("mean",)) -> np.ndarray:
+    """Indices of the top-k columns of each chosen layer block, for each chosen statistic.
+
+    The rows hold every layer's mean block first, then (when extracted with ``stats=("mean", "std")``)
+    every layer's standard-deviation block at the neurons the mean chose (:func:`soundsentry.tkan.tkan_features`).
+    """
     if spec.reduction != "values":
         raise ValueError("column slicing needs features extracted with reduction='values'")
-    blocks = [spec.layers.index(name) for name in layers]
-    return np.concatenate([np.arange(b * spec.k, b * spec.k + k) for b in blocks])
+    missing = set(stats) - set(spec.stats)
+    if missing:
+        raise ValueError(f"the rows hold no {sorted(missing)} statistics (extracted with stats={spec.stats})")
+    stride = len(spec.layers) * spec.k  # one statistic's columns
+    blocks = [spec.stats.index(stat) * stride + spec.layers.index(name) * spec.k
+              for stat in stats for name in layers]
+    return np.concatenate([np.arange(b, b + k) for b in blocks])
 
 
 def source_eers(data: FeatureSet, scores: np.ndarray) -> dict[str, float]:
@@ -67,13 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     if train.spec != validation.spec:
         raise SystemExit("training and validation rows were extracted with different feature definitions")
     results = []
-    for layers, k in itertools.product(layer_sets(train.spec.layers), args.ks):
+    # with rows extracted with stats=("mean", "std"), every variant also with the time std added
+    stat_sets = [("mean",), ("mean", "std")] if "std" in train.spec.stats else [("mean",)]
+    for layers, k, stats in itertools.product(layer_sets(train.spec.layers), args.ks, stat_sets):
         if k > train.spec.k:
             continue
-        index = columns(train.spec, layers, k)
+        index = columns(train.spec, layers, k, stats)
         model = make_model(epochs=args.epochs).fit(train.features[:, index], train.labels)
         scores = model.predict_proba(validation.features[:, index])[:, 1]
-        row = {"layers": layers, "k": k, **source_eers(validation, scores)}
+        row = {"layers": layers, "k": k, "stats": "+".join(stats), **source_eers(validation, scores)}
         if args.cv:
             subset = FeatureSet(train.features[:, index], train.labels, train.meta, train.spec, train.recipe)
             row["cv_eer"] = eer_from_labels(train.labels, out_of_fold_scores(subset, epochs=args.epochs)[0])[0]

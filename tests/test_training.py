@@ -170,3 +170,23 @@ def test_flatness_and_fusion_training_end_to_end(labelled_dir: Path, tmp_path: P
         train_fusion.main(["--data", str(labelled_dir), "--models-dir", str(models), "--members", "cnn", "flatness",
                            "--unseen-generators"])
 
+
+
+def test_explore_tkan_columns_follow_the_feature_layout() -> None:
+    """The columns a variant keeps are the ones tkan_features wrote for those layers, k and statistics."""
+    from scripts.explore_tkan import columns
+    from soundsentry.networks import WindowActivations
+    from soundsentry.tkan import FeatureSpec, tkan_features
+
+    rng = np.random.default_rng(0)
+    activations = WindowActivations(starts=np.zeros(1), layer_mean=rng.random((1, 4, 256)),
+                                    layer_std=rng.random((1, 4, 256)), embeddings=rng.random((1, 256)))
+    spec = FeatureSpec(k=8, stats=("mean", "std"))
+    row = tkan_features(activations, spec)
+    top = np.argsort(activations.layer_mean[0, 1])[::-1][:3]  # lstm2's three most active neurons
+    picked = row[columns(spec, ("lstm2",), 3, ("mean", "std"))]
+    np.testing.assert_allclose(picked, np.r_[activations.layer_mean[0, 1, top], activations.layer_std[0, 1, top]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(row[columns(spec, ("lstm2",), 3)], activations.layer_mean[0, 1, top], rtol=1e-6)
+    with pytest.raises(ValueError, match="std"):
+        columns(FeatureSpec(k=8), ("lstm1",), 4, ("mean", "std"))
