@@ -4,10 +4,11 @@
 
 Rows: every file of ``--data`` (default: the corpus reals and their upper-band fakes written by
 ``scripts.make_band_spoofs``) as it is, plus ``--augmented-variants`` copies through a random
-label-blind augmentation chain (:func:`soundsentry.flatness.file_rows`; default none, see the
-option). Speaker-disjoint 5-fold cross-validation gives the in-corpus figures saved with the model; then a StandardScaler + logistic regression is fitted on
-every row. Why this scorer exists, and what it scores on ../shared/devset: soundsentry/flatness.py
-and data/MODEL_CARD.md.
+label-blind augmentation chain (default none, see the option) and a random crop of each ``--crops``
+duration (:func:`soundsentry.flatness.file_rows`). Speaker-disjoint 5-fold cross-validation gives
+the in-corpus figures saved with the model; then a StandardScaler + logistic regression is fitted
+on every row. Why this scorer exists, and what it scores on ../shared/devset:
+soundsentry/flatness.py and data/MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--augmented-variants", type=int, default=0,
                         help="augmented copies of each file (default 0: on the devset, copies through codecs, noise "
                              "and reverb cost 1.8 points whole-file and 1.7 in the browser condition; data/NOTES.md)")
+    parser.add_argument("--crops", type=float, nargs="*", default=[],
+                        help="also a random crop of each of these durations (seconds) of every file")
     parser.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     parser.add_argument("--folds", type=int, default=5, help="speaker-disjoint CV folds (at most one per speaker)")
     parser.add_argument("--seed", type=int, default=0)
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     locations = args.data or [ROOT / "cache" / "spoofs_band" / "manifest.csv"]
     items = [item for location in locations for item in load_items(location)]
     features = FlatnessFeatures()
-    rows, labels, owners = file_rows(items, features, augmented_variants=args.augmented_variants, seed=args.seed,
+    rows, labels, owners = file_rows(items, features, augmented_variants=args.augmented_variants, crops_s=args.crops,
+                                     seed=args.seed,
                                      progress=lambda x: tqdm(x, desc="features", unit="file", mininterval=5.0))
     groups = np.array([item.speaker or str(item.path) for item in owners])
     scores = np.zeros(labels.size)
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m scripts.train_flatness " + " ".join(sys.argv[1:] if argv is None else argv),
         "trained": time.strftime("%Y-%m-%d %H:%M:%S"),
         "data": [str(p) for p in locations], "files": len(items), "rows": int(labels.size),
-        "fake_rows": int(labels.sum()), "augmented_variants": args.augmented_variants, "c": args.c,
+        "fake_rows": int(labels.sum()), "augmented_variants": args.augmented_variants,
+        "crops_s": args.crops, "c": args.c,
         "cross_validation": {"method": f"StratifiedGroupKFold({folds}) by speaker", "eer": cv["eer"],
                              "roc_auc": cv["roc_auc"], "per_system_eer": per_system},
         **provenance(),

@@ -171,14 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     if "flatness" in args.members:
         # the shipped scorer's recipe: its features, augmented copies per file and regularisation
         shipped = FlatnessScorer.load(args.models_dir / FLATNESS_FILE)
-        variants, flatness_c = shipped.metadata.get("augmented_variants", 1), shipped.metadata.get("c", 1.0)
+        recipe = shipped.metadata
+        variants, crops = recipe.get("augmented_variants", 1), recipe.get("crops_s", [])
+        flatness_c = recipe.get("c", 1.0)
         others = [item for item in items if (item.speaker or str(item.path)) not in held_groups]
         rows, row_labels, owners = file_rows(
-            others, shipped.features, augmented_variants=variants, seed=args.seed,
+            others, shipped.features, augmented_variants=variants, crops_s=crops, seed=args.seed,
             progress=lambda x: tqdm(x, desc="flatness rows", unit="file", mininterval=5.0, file=sys.stderr))
         flatness_rows = (rows, row_labels, np.array([item.system for item in owners]))
         flatness_spec = shipped.features
-        log.info("flatness recipe: %d augmented copies per file, C=%g", variants, flatness_c)
+        log.info("flatness recipe: %d augmented copies per file, crops %s s, C=%g", variants, crops, flatness_c)
 
     vad = SileroVad()
     network = load_tkan_network(spec.network, xvector_dir=args.xvector_dir) if spec is not None else None

@@ -73,12 +73,13 @@ def flatness_features(samples: np.ndarray, features: FlatnessFeatures = Flatness
 
 def file_rows(
     items: Sequence[Any], features: FlatnessFeatures = FlatnessFeatures(), *, augmented_variants: int = 0,
-    seed: int = 0, progress=lambda x: x,
+    crops_s: Sequence[float] = (), seed: int = 0, progress=lambda x: x,
 ) -> tuple[np.ndarray, np.ndarray, list[Any]]:
     """Feature rows of labelled files (``AudioItem``s): each file as it is and ``augmented_variants``
-    times through a random label-blind augmentation chain (codecs, noise, reverb, RawBoost...). The
-    shipped scorer uses none: on the devset such copies made it worse, in the browser condition too
-    (data/NOTES.md). Returns (rows, labels, the item of each row)."""
+    times through a random label-blind augmentation chain (codecs, noise, reverb, RawBoost...), and
+    for each of those a random crop of each duration in ``crops_s`` (a file no longer than the crop
+    is used whole). The shipped scorer uses no augmented copies: on the devset they made it worse, in
+    the browser condition too (data/NOTES.md). Returns (rows, labels, the item of each row)."""
     import soundfile as sf
 
     from soundsentry.augment import apply_augmentation, random_augmentation
@@ -93,10 +94,17 @@ def file_rows(
         variants = [samples] + [apply_augmentation(samples, random_augmentation(rng, p_none=0.0), rng)
                                 for _ in range(augmented_variants)]
         for variant in variants:
-            rows.append(flatness_features(variant, features))
-            labels.append(item.label)
-            owners.append(item)
+            for view in [variant] + [_random_crop(variant, seconds, rng) for seconds in crops_s]:
+                rows.append(flatness_features(view, features))
+                labels.append(item.label)
+                owners.append(item)
     return np.stack(rows), np.array(labels), owners
+
+
+def _random_crop(samples: np.ndarray, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    length = int(round(seconds * SAMPLE_RATE))
+    start = int(rng.integers(0, samples.size - length + 1)) if samples.size > length else 0
+    return samples[start : start + length]
 
 
 def fit_flatness_model(rows: np.ndarray, labels: np.ndarray, c: float = 1.0) -> Any:

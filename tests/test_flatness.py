@@ -61,3 +61,19 @@ def test_file_rows_read_files_and_augment_reproducibly(tmp_path: Path) -> None:
     again, _, _ = file_rows(items, augmented_variants=2, seed=7)
     assert rows.shape == (3, 4) and labels.tolist() == [1, 1, 1] and owners == items * 3
     assert np.array_equal(rows, again)
+
+
+def test_file_rows_add_random_crops(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    # white noise for 2 s, then a harmonic tone: a 1 s crop sees one or the other, never the mix
+    t = np.arange(2 * SR) / SR
+    tone = sum(np.sin(2 * np.pi * f * t) for f in range(4100, 8000, 200)) * 0.01
+    sf.write(tmp_path / "a.wav", np.r_[np.random.default_rng(5).standard_normal(2 * SR) * 0.1, tone], SR)
+    sf.write(tmp_path / "short.wav", np.random.default_rng(6).standard_normal(SR // 2) * 0.1, SR)
+    items = [AudioItem(tmp_path / "a.wav", 0, speaker="s"), AudioItem(tmp_path / "short.wav", 1, speaker="s")]
+    rows, labels, owners = file_rows(items, crops_s=(1.0,), seed=3)
+    assert rows.shape == (4, 4) and labels.tolist() == [0, 0, 1, 1] and owners == [items[0]] * 2 + [items[1]] * 2
+    assert not np.allclose(rows[0], rows[1])  # the crop is not the whole file
+    np.testing.assert_allclose(rows[2], rows[3])  # a file shorter than the crop is used whole
+    np.testing.assert_array_equal(rows, file_rows(items, crops_s=(1.0,), seed=3)[0])  # seeded per file
