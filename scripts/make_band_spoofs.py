@@ -55,17 +55,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    fakes = [row for manifest in args.spoofs for row in csv.DictReader(manifest.open(newline=""))]
+    # each fake with the folder of its own manifest: two manifests may list the same relative path
+    fakes = [(row, manifest.parent) for manifest in args.spoofs for row in csv.DictReader(manifest.open(newline=""))]
     entries: list[dict[str, str]] = []
     failed = 0
-    for row in tqdm(fakes, desc="splice", unit="file", mininterval=5.0, file=sys.stderr):
+    for row, spoof_dir in tqdm(fakes, desc="splice", unit="file", mininterval=5.0, file=sys.stderr):
         system = f"{row['system']}_hf"
         relative = Path(system) / Path(row["path"]).name
         out = args.output_dir / relative
         real_path = (args.corpus / row["origin"]).resolve()
         try:
             if args.overwrite or not out.exists():
-                spoof_dir = next(m.parent for m in args.spoofs if (m.parent / row["path"]).is_file())
                 write_flac(out, band_splice(load(real_path), load(spoof_dir / row["path"]), args.cut_hz))
         except Exception as error:  # one bad file must not stop a long run
             failed += 1

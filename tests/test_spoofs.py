@@ -229,3 +229,33 @@ def test_apply_is_reproducible_and_identity(speech: np.ndarray) -> None:
     same = apply_augmentation(speech, Augmentation(), np.random.default_rng(5))
     np.testing.assert_array_equal(same, speech)
     assert "reverb" in chain.describe() and Augmentation().describe() == "none"
+
+
+def test_band_spoofs_read_each_fake_beside_its_own_manifest(tmp_path: Path) -> None:
+    """Two spoof folders may hold the same relative path (new vocoder outputs beside stale ones):
+    each manifest's fakes must come from that manifest's folder."""
+    import csv
+
+    from scripts import make_band_spoofs
+
+    rng = np.random.default_rng(0)
+    corpus, stale, fresh = tmp_path / "corpus", tmp_path / "stale", tmp_path / "fresh"
+    for folder in (corpus / "librispeech" / "real", stale / "melgan", fresh / "melgan"):
+        folder.mkdir(parents=True)
+    sf.write(corpus / "librispeech" / "real" / "a.flac", rng.standard_normal(16_000) * 0.1, 16_000)
+    with (corpus / "manifest.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([["path", "label", "source", "system", "speaker"],
+                                      ["librispeech/real/a.flac", "real", "librispeech", "bonafide", "s1"]])
+    sf.write(stale / "melgan" / "a.flac", np.zeros(16_000), 16_000)  # an old output nobody lists any more
+    sf.write(fresh / "melgan" / "a.flac", rng.standard_normal(16_000) * 0.1, 16_000)
+    for folder, listed in ((stale, []), (fresh, ["melgan/a.flac"])):
+        with (folder / "manifest.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label", "source", "system", "speaker", "origin"])
+            writer.writerows([[p, "fake", "resynth_melgan", "melgan", "s1", "librispeech/real/a.flac"] for p in listed])
+    make_band_spoofs.main(["--spoofs", str(stale / "manifest.csv"), str(fresh / "manifest.csv"),
+                           "--corpus", str(corpus), "--output-dir", str(tmp_path / "band")])
+    spliced, _ = sf.read(tmp_path / "band" / "melgan_hf" / "a.flac")
+    expected = spoofs.band_splice(sf.read(corpus / "librispeech" / "real" / "a.flac")[0],
+                                  sf.read(fresh / "melgan" / "a.flac")[0], 4000.0)
+    assert np.corrcoef(spliced, expected)[0, 1] > 0.99
