@@ -29,7 +29,7 @@ serve: setup
 test: setup-dev
 	$(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
 
-# Rebuild every shipped model from ../shared/corpus (about 2 h on 2 cores: 36 min of vocoder training,
+# Rebuild every shipped model from ../shared/corpus (about 4 h on 2 cores: 2 h of vocoder training,
 # 25 of TKAN features, 40 of CNN-Transformer), then evaluate: the figures are in data/MODEL_CARD.md.
 SHARED ?= ../shared
 train: setup
@@ -38,14 +38,22 @@ train: setup
 	$(PYTHON) -m scripts.train_vocoder --family melgan --max-minutes 18 --output cache/vocoders/melgan.pt
 	$(PYTHON) -m scripts.make_neural_spoofs --vocoder cache/vocoders/hifigan.pt cache/vocoders/melgan.pt
 	$(PYTHON) -m scripts.make_band_spoofs --corpus $(SHARED)/corpus
+	# the flatness scorer's fakes: the same vocoders fine-tuned adversarially (copies, about 55 min each)
+	cp cache/vocoders/hifigan.pt cache/vocoders/hifigan_gan.pt; cp cache/vocoders/melgan.pt cache/vocoders/melgan_gan.pt
+	$(PYTHON) -m scripts.train_vocoder --family hifigan --max-minutes 55 --gan-start-step 1220 --output cache/vocoders/hifigan_gan.pt
+	$(PYTHON) -m scripts.train_vocoder --family melgan --max-minutes 50 --gan-start-step 3298 --output cache/vocoders/melgan_gan.pt
+	$(PYTHON) -m scripts.make_neural_spoofs --vocoder cache/vocoders/hifigan_gan.pt --output-dir cache/spoofs_gan
+	$(PYTHON) -m scripts.make_neural_spoofs --vocoder cache/vocoders/melgan_gan.pt --output-dir cache/spoofs_gan_m
+	$(PYTHON) -m scripts.make_band_spoofs --corpus $(SHARED)/corpus --output-dir cache/spoofs_band_gan \
+	  --spoofs cache/spoofs/manifest.csv cache/spoofs_gan/manifest_neural.csv cache/spoofs_gan_m/manifest_neural.csv
 	$(PYTHON) -m scripts.feature_extractor --data $(SHARED)/corpus --data cache/spoofs/manifest.csv --output cache/features/train
 	$(PYTHON) -m scripts.train_classifier --features cache/features/train --output data
 	$(PYTHON) -m scripts.train_cnn_transformer --features high --variants 2 --workers 1 \
 	  --data cache/spoofs_band/manifest.csv --eval-devset
-	$(PYTHON) -m scripts.train_flatness --data cache/spoofs_band/manifest.csv --augmented-variants 0 --output data
+	$(PYTHON) -m scripts.train_flatness --data cache/spoofs_band_gan/manifest.csv --augmented-variants 0 --output data
 	# the fusion ships the flatness member alone: the devset preferred it to every mix (data/MODEL_CARD.md);
 	# it is calibrated on fake families the member did not train on (one refit per family)
-	$(PYTHON) -m scripts.train_fusion --data cache/spoofs_band/manifest.csv --members flatness --unseen-generators --output data
+	$(PYTHON) -m scripts.train_fusion --data cache/spoofs_band_gan/manifest.csv --members flatness --unseen-generators --output data
 
 evaluate: setup
 	$(PYTHON) -m scripts.run_test --test-dir $(SHARED)/devset --output-dir results/devset
