@@ -12,7 +12,7 @@ Steps
    drives ``ReduceLROnPlateau``; nothing else is fitted on it.
 3. **cache**: each file is augmented ``--variants`` times by :mod:`soundsentry.augment` (the same
    label-blind random chains for both classes: codecs, noise, reverb, RawBoost, band limits, gain;
-   a quarter of the chains are "none"), and the log spectrograms of every variant (before the
+   a quarter of the chains are "none"; ``--no-augmentation``: each file once, as it is), and the log spectrograms of every variant (before the
    per-utterance normalisation, applied on loading) are cached under ``--cache`` as float16, for both
    feature kinds at once, so that ``--features mel`` after ``--features linear`` (or another
    ``--normalisation``) costs no new augmentation. Data preparation runs in ``--workers`` processes,
@@ -98,6 +98,7 @@ class TrainConfig:
     features: dict[str, Any] = field(default_factory=dict)  # SpectralFeatures overrides
     model_config: dict[str, Any] = field(default_factory=dict)  # CNNTransformer overrides
     variants: int = 3
+    augment: bool = True  # False: one clean copy of each file (variants is then 1)
     holdout: float = 0.15
     epochs: int = 12
     windows_per_epoch: int = 4096
@@ -155,48 +156,56 @@ def split_holdout(items: Sequence[AudioItem], fraction: float, seed: int) -> tup
 # augmented spectrogram cache
 
 
-def cache_path(cache: Path, features: SpectralFeatures, seed: int, variant: int, item: AudioItem) -> Path:
-    """Where the (not yet normalised) log spectrogram of one file variant lives."""
-    return cache / f"{features.kind}-{features.log_power_key}" / f"seed{seed}-v{variant}" / f"{item_key(item)}.npy"
+def cache_path(
+    cache: Path, features: SpectralFeatures, seed: int, variant: int, item: AudioItem, augment: bool = True,
+) -> Path:
+    """Where the (not yet normalised) log spectrogram of one file variant lives (``augment`` False: the
+    file as it is, whatever the seed and variant)."""
+    folder = f"seed{seed}-v{variant}" if augment else "clean"
+    return cache / f"{features.kind}-{features.log_power_key}" / folder / f"{item_key(item)}.npy"
 
 
 def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _prepare_one(job: tuple[AudioItem, int, int, list[dict[str, Any]], str]) -> tuple[str, int, str]:
-    """Augment one file once and cache its spectrogram for every feature definition in the job."""
+def _prepare_one(job: tuple[AudioItem, int, int, list[dict[str, Any]], str, bool]) -> tuple[str, int, str]:
+    """Augment one file once (or not, when the job says so) and cache its spectrogram for every feature
+    definition in the job."""
     from soundsentry.augment import apply_augmentation, random_augmentation
 
-    item, variant, seed, feature_dicts, cache = job
+    item, variant, seed, feature_dicts, cache, augment = job
     try:
         samples = decode_file(item.path).samples
     except InputError as error:
         return str(item.path), variant, f"skipped: {error.message}"
-    rng = np.random.default_rng(item_seed(item, variant, seed))
-    chain = random_augmentation(rng)
-    audio = apply_augmentation(samples, chain, rng)
+    if augment:
+        rng = np.random.default_rng(item_seed(item, variant, seed))
+        chain = random_augmentation(rng)
+        audio, description = apply_augmentation(samples, chain, rng), chain.describe()
+    else:
+        audio, description = samples, "clean"
     for values in feature_dicts:
         features = SpectralFeatures.from_dict(values)
-        target = cache_path(Path(cache), features, seed, variant, item)
+        target = cache_path(Path(cache), features, seed, variant, item, augment)
         target.parent.mkdir(parents=True, exist_ok=True)
         spectrogram = SpectralFrontEnd(features).log_power(audio).numpy().astype(np.float16)
         temporary = target.with_suffix(".tmp.npy")
         np.save(temporary, spectrogram)
         temporary.replace(target)
-    return str(item.path), variant, chain.describe()
+    return str(item.path), variant, description
 
 
 def build_cache(
     items: Sequence[AudioItem], features: Sequence[SpectralFeatures], *, variants: int, seed: int, cache: Path,
-    workers: int,
+    workers: int, augment: bool = True,
 ) -> None:
     """Make every missing (file, variant) spectrogram; resumable (each file is written atomically)."""
     jobs = [
-        (item, variant, seed, [f.to_dict() for f in features], str(cache))
+        (item, variant, seed, [f.to_dict() for f in features], str(cache), augment)
         for item in items
         for variant in range(variants)
-        if not all(cache_path(cache, f, seed, variant, item).is_file() for f in features)
+        if not all(cache_path(cache, f, seed, variant, item, augment).is_file() for f in features)
     ]
     if not jobs:
         return
@@ -227,12 +236,12 @@ class SpectrogramSet:
     @classmethod
     def load(
         cls, items: Sequence[AudioItem], indices: Sequence[int], features: SpectralFeatures, *, variants: int,
-        seed: int, cache: Path,
+        seed: int, cache: Path, augment: bool = True,
     ) -> SpectrogramSet:
         spectrograms, labels, owners = [], [], []
         for index in indices:
             for variant in range(variants):
-                path = cache_path(cache, features, seed, variant, items[index])
+                path = cache_path(cache, features, seed, variant, items[index], augment)
                 if path.is_file():
                     log_power = torch.from_numpy(np.load(path).astype(np.float32))
                     spectrograms.append(normalise(log_power, features.normalisation).numpy().astype(np.float16))
@@ -455,6 +464,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--windows-per-epoch", type=int, default=TrainConfig.windows_per_epoch)
     parser.add_argument("--variants", type=int, default=TrainConfig.variants,
                         help="augmented copies of each file (default %(default)s)")
+    parser.add_argument("--no-augmentation", action="store_true",
+                        help="train on each file once, as it is (no augmented copies; --variants is ignored)")
     parser.add_argument("--holdout", type=float, default=TrainConfig.holdout,
                         help="fraction of speaker groups held out for epoch selection (default %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
@@ -488,7 +499,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     config = TrainConfig(
         features={"kind": args.features, "normalisation": args.normalisation}, model_config=args.model_config,
-        variants=args.variants, holdout=args.holdout, epochs=args.epochs, windows_per_epoch=args.windows_per_epoch,
+        variants=1 if args.no_augmentation else args.variants, augment=not args.no_augmentation,
+        holdout=args.holdout, epochs=args.epochs, windows_per_epoch=args.windows_per_epoch,
         learning_rate=args.learning_rate, patience=args.patience, max_minutes=args.max_minutes, seed=args.seed,
         threads=args.threads,
     )
@@ -501,14 +513,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              len({group_of(items[i]) for i in held_idx}))
 
     prep_started = time.perf_counter()
-    build_cache(items, every_kind, variants=config.variants, seed=config.seed, cache=args.cache, workers=args.workers)
+    build_cache(items, every_kind, variants=config.variants, seed=config.seed, cache=args.cache, workers=args.workers,
+                augment=config.augment)
     prep_minutes = (time.perf_counter() - prep_started) / 60
     if args.prepare_only:
         return {}
     train_set = SpectrogramSet.load(items, train_idx, features, variants=config.variants, seed=config.seed,
-                                    cache=args.cache)
+                                    cache=args.cache, augment=config.augment)
     held_set = SpectrogramSet.load(items, held_idx, features, variants=config.variants, seed=config.seed,
-                                   cache=args.cache)
+                                   cache=args.cache, augment=config.augment)
 
     torch.set_num_threads(config.threads)
     model, summary = train(config, features, train_set, held_set)

@@ -187,6 +187,22 @@ def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake
     assert not model.training
 
 
+def test_cache_without_augmentation_holds_each_file_as_it_is(tmp_path: Path, speech_wav: Path) -> None:
+    """``--no-augmentation`` caches one clean spectrogram per file, apart from the augmented variants."""
+    from scripts.train_cnn_transformer import SpectrogramSet, build_cache, cache_path
+    from soundsentry.datasets import AudioItem
+
+    item = AudioItem(path=speech_wav, label=0, speaker="s1")
+    features = SpectralFeatures(kind="high")
+    build_cache([item], [features], variants=1, seed=0, cache=tmp_path, workers=1, augment=False)
+    clean = cache_path(tmp_path, features, 0, 0, item, augment=False)
+    assert clean.is_file() and not cache_path(tmp_path, features, 0, 0, item).exists()
+    expected = SpectralFrontEnd(features).log_power(decode_file(speech_wav).samples).numpy()
+    np.testing.assert_allclose(np.load(clean).astype(np.float32), expected, atol=0.05, rtol=1e-3)  # float16
+    data = SpectrogramSet.load([item], [0], features, variants=1, seed=0, cache=tmp_path, augment=False)
+    assert data.labels.tolist() == [0] and len(data.spectrograms) == 1
+
+
 # --------------------------------------------------------------------------------------------
 # artefact
 
