@@ -41,7 +41,7 @@ import numpy as np
 from pyannote.core import Annotation, Segment, Timeline
 
 from soundsentry.audio import SAMPLE_RATE, decode_file
-from soundsentry.vad import SileroVad, VadConfig
+from soundsentry.vad import SileroVad, VadConfig, find_speech
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -386,10 +386,10 @@ def run_backend(
     results = []
     for item in items:
         start = time.perf_counter()
-        regions = vad(item.samples)
+        regions, probabilities = find_speech(vad, item.samples)
         vad_s = time.perf_counter() - start
         start, cpu_start = time.perf_counter(), time.process_time()
-        hypothesis = diarizer(item.samples, regions, uri=item.uri)
+        hypothesis = diarizer(item.samples, regions, uri=item.uri, speech_probabilities=probabilities)
         diarization_s, diarization_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
         hypothesis.uri = item.uri
         results.append(

@@ -45,7 +45,7 @@ from soundsentry.report import Report, SegmentResult
 from soundsentry.rollup import CATEGORIES, duration_category, label, overall_verdict, roll_up_speakers, weighted_mean
 from soundsentry.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
 from soundsentry.spectral import SpectralScorer
-from soundsentry.vad import SileroVad, VadConfig, total_duration
+from soundsentry.vad import SileroVad, VadConfig, find_speech, total_duration
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 TKAN_FILES = (SCALER_FILE, MODEL_FILE)
@@ -233,13 +233,15 @@ class Detector:
             with timer.stage("denoise"):
                 samples = _denoise(samples)
         with timer.stage("vad"):
-            regions = self.vad(samples)
+            regions, probabilities = find_speech(self.vad, samples)
         speech = total_duration(regions)
         segments: list[ScoringSegment] = []
         if speech >= self.config.min_speech_s:
             with timer.stage("diarization" if use_diarization else "segmentation"):
                 annotation = (
-                    self.diarizer(samples, regions) if use_diarization else single_speaker_annotation(regions)
+                    self.diarizer(samples, regions, speech_probabilities=probabilities)
+                    if use_diarization
+                    else single_speaker_annotation(regions)
                 )
                 segments = scoring_segments(annotation, self.config.segments)
         if not segments:

@@ -51,11 +51,15 @@ FRAMES_PER_S = SAMPLE_RATE // HOP_SAMPLES  # mel frames per second (100)
 
 
 class Diarizer(Protocol):
-    """What the detector calls: speaker turns of ``samples`` ((time,) float32, 16 kHz) within ``regions``."""
+    """What the detector calls: speaker turns of ``samples`` ((time,) float32, 16 kHz) within ``regions``;
+    ``speech_probabilities``: Silero's per-frame P(speech) of ``samples`` when the detector has them."""
 
     name: str
 
-    def __call__(self, samples: np.ndarray, regions: list[SpeechRegion], uri: str = "upload") -> Annotation: ...
+    def __call__(
+        self, samples: np.ndarray, regions: list[SpeechRegion], uri: str = "upload", *,
+        speech_probabilities: np.ndarray | None = None,
+    ) -> Annotation: ...
 
 
 class Vad(Protocol):
@@ -346,11 +350,14 @@ class EmbeddedDiarizer:
         self.config = config
         self._vad = SileroVad(VadConfig(threshold=config.vad_threshold)) if config.vad_threshold is not None else None
 
-    def speech_regions(self, samples: np.ndarray, regions: list[SpeechRegion]) -> list[SpeechRegion]:
-        """The regions to diarize: ``regions`` joined with what the sensitive VAD finds (when configured)."""
+    def speech_regions(
+        self, samples: np.ndarray, regions: list[SpeechRegion], speech_probabilities: np.ndarray | None = None,
+    ) -> list[SpeechRegion]:
+        """The regions to diarize: ``regions`` joined with what the sensitive VAD finds (when configured),
+        from ``speech_probabilities`` (Silero's, of ``samples``) when given instead of a second pass."""
         if self._vad is None or samples.size == 0:
             return merge_regions(regions)
-        return merge_regions(regions, self._vad(samples))
+        return merge_regions(regions, self._vad(samples, probabilities=speech_probabilities))
 
     def embed(self, samples: np.ndarray, regions: list[SpeechRegion]) -> WindowEmbeddings:
         c = self.config
@@ -369,9 +376,12 @@ class EmbeddedDiarizer:
     def _min_windows(self) -> int:
         return max(1, int(np.ceil(self.config.min_speaker_s / self.config.hop_s - 1e-9)))
 
-    def __call__(self, samples: np.ndarray, regions: list[SpeechRegion], uri: str = "upload") -> Annotation:
+    def __call__(
+        self, samples: np.ndarray, regions: list[SpeechRegion], uri: str = "upload", *,
+        speech_probabilities: np.ndarray | None = None,
+    ) -> Annotation:
         annotation = Annotation(uri=uri)
-        regions = self.speech_regions(samples, regions)
+        regions = self.speech_regions(samples, regions, speech_probabilities)
         if not regions:
             return annotation
         windows = self.embed(samples, regions)

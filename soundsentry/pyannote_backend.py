@@ -175,7 +175,10 @@ class PyannoteDiarizer:
         self.pipeline = pipeline
         self.name = f"pyannote {type(pipeline).__name__} ({source})"
 
-    def __call__(self, samples: np.ndarray, regions: list[SpeechRegion], uri: str = "upload") -> Annotation:
+    def __call__(
+        self, samples: np.ndarray, regions: list[SpeechRegion], uri: str = "upload", *,
+        speech_probabilities: np.ndarray | None = None,  # Silero's; pyannote finds speech itself
+    ) -> Annotation:
         if not regions:
             return Annotation(uri=uri)
         with warnings.catch_warnings():

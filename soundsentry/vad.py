@@ -8,6 +8,7 @@ concurrent requests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -67,10 +68,13 @@ class SileroVad:
             raise ValueError(f"expected mono samples of shape (time,), got shape {samples.shape}")
         return self._model.audio_forward(np.ascontiguousarray(samples, dtype=np.float32))
 
-    def __call__(self, samples: np.ndarray) -> list[SpeechRegion]:
+    def __call__(self, samples: np.ndarray, *, probabilities: np.ndarray | None = None) -> list[SpeechRegion]:
+        """Speech regions of ``samples``; ``probabilities``: their :meth:`speech_probabilities` when already
+        computed (by this model at another threshold: the diarizer's sensitive pass reuses the main one's)."""
         if samples.size == 0:
             return []
-        probabilities = self.speech_probabilities(samples)
+        if probabilities is None:
+            probabilities = self.speech_probabilities(samples)
         config = self.config
         timestamps = get_speech_timestamps_from_probs(
             probabilities.tolist(),
@@ -84,3 +88,14 @@ class SileroVad:
         )
         rate = float(self.sample_rate)
         return [SpeechRegion(item["start"] / rate, item["end"] / rate) for item in timestamps]
+
+
+def find_speech(
+    vad: Callable[[np.ndarray], list[SpeechRegion]], samples: np.ndarray,
+) -> tuple[list[SpeechRegion], np.ndarray | None]:
+    """``vad``'s speech regions of ``samples``, and Silero's per-frame P(speech) when ``vad`` is Silero, for
+    the embedded diarizer's more sensitive pass to reuse (one forward instead of two)."""
+    if not isinstance(vad, SileroVad) or samples.size == 0:
+        return vad(samples), None
+    probabilities = vad.speech_probabilities(samples)
+    return vad(samples, probabilities=probabilities), probabilities

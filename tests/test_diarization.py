@@ -33,7 +33,7 @@ from soundsentry.diarization import (
 )
 from soundsentry.encoder import SpeakerNetwork
 from soundsentry.errors import ModelLoadError
-from soundsentry.vad import SileroVad, SpeechRegion
+from soundsentry.vad import SileroVad, SpeechRegion, find_speech
 
 SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
 
@@ -161,6 +161,25 @@ def test_speech_the_given_regions_miss_is_diarized_too(
     given = Timeline([Segment(r.start, r.end) for r in first_half])
     assert joined.get_timeline().support().crop(given).duration() == pytest.approx(given.duration(), abs=0.05)
 
+
+
+def test_one_silero_pass_serves_both_thresholds(
+    network: SpeakerNetwork, vad: SileroVad, two_speaker_wav: Path, monkeypatch
+) -> None:
+    """find_speech keeps Silero's frame probabilities; the diarizer's sensitive pass reuses them and
+    gets the same turns as with a forward of its own."""
+    samples = decode_file(two_speaker_wav).samples
+    diarizer = EmbeddedDiarizer(network)
+    own_pass = diarizer(samples, vad(samples))
+    forwards = []
+    original = SileroVad.speech_probabilities
+    monkeypatch.setattr(SileroVad, "speech_probabilities", lambda self, x: forwards.append(1) or original(self, x))
+    regions, probabilities = find_speech(vad, samples)
+    assert regions == vad(samples, probabilities=probabilities) and probabilities is not None
+    shared = diarizer(samples, regions, speech_probabilities=probabilities)
+    assert len(forwards) == 1  # find_speech's only: the diarizer ran no forward of its own
+    assert shared == own_pass
+    assert find_speech(vad, np.zeros(0, np.float32)) == ([], None)
 
 needs_ami = pytest.mark.skipif(
     not (SHARED_DIR / "diarization" / "ami_debug" / "trn07.flac").is_file(),
