@@ -25,6 +25,13 @@ left out, and scores the held-out reals and that family's held-out fakes; the ca
 thresholds are fitted on those pooled out-of-family scores. (The CNN-Transformer and TKAN would have
 to be retrained per family, so they are not supported here.)
 
+``--calibration-fakes`` (any members): the combination weights still come from the held-out
+speakers, but the calibration (a Platt scale and offset on the fused logit) and the thresholds are
+fitted on the held-out reals against fakes of generators *no member trained on* — the corpus's own
+voice-conversion fakes (``../shared/corpus``'s ALGAN-VC family, left out of the upper-band training
+manifests), scored in the same three conditions. It is how a detector that includes the
+CNN-Transformer gets probabilities that are not sure of themselves on generators it never saw.
+
 Nothing here reads ../shared/devset: measure the result with ``python -m scripts.run_test``.
 """
 
@@ -40,6 +47,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -92,10 +100,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="pyannote x-vector checkpoint, when the TKAN artefacts read it (default model/embedding)")
     parser.add_argument("--unseen-generators", action="store_true",
                         help="calibrate on generators the member did not train on (one refit per fake family)")
+    parser.add_argument("--calibration-fakes", type=Path, action="append",
+                        help="manifest(s) or folder(s) whose fakes come from generators no member trained on "
+                             "(e.g. ../shared/corpus: its ALGAN-VC fakes); Platt and thresholds are fitted on them "
+                             "against the held-out reals; repeatable")
     args = parser.parse_args(argv)
     args.members = [m for m in MEMBERS if m in args.members]  # one column order everywhere below
     if args.unseen_generators and args.members != ["flatness"]:
         parser.error("--unseen-generators refits the member once per fake family: only --members flatness")
+    if args.unseen_generators and args.calibration_fakes:
+        parser.error("--unseen-generators and --calibration-fakes are two ways to calibrate: choose one")
     return args
 
 
@@ -137,6 +151,63 @@ def unseen_generator_scores(
     stacked = np.concatenate([scores for scores, _ in parts])[:, None]
     take = lambda values: np.concatenate([values[chosen] for _, chosen in parts])  # noqa: E731
     return stacked, take(labels), take(kinds), take(durations), folds
+
+
+@dataclass
+class ConditionScores:
+    """Members' scores of every scoring segment of some files, each file in every :func:`conditions`."""
+
+    matrix: np.ndarray  # (segment, member) P(fake) of the members other than flatness, in MEMBERS order
+    flatness_inputs: np.ndarray  # (segment, feature) flatness features, scored by whichever model is fitted
+    labels: np.ndarray
+    durations: np.ndarray
+    kinds: np.ndarray
+    systems: np.ndarray
+
+    def with_flatness(self, model: Any | None) -> np.ndarray:
+        """The matrix with the flatness column last (when ``model`` is given)."""
+        if model is None:
+            return self.matrix
+        return np.column_stack([self.matrix, model.predict_proba(self.flatness_inputs)[:, 1]])
+
+
+@dataclass
+class MemberScorers:
+    """The members as the service runs them: VAD, scoring segments, each member on each segment."""
+
+    vad: SileroVad
+    cnn: SpectralScorer | None
+    tkan_model: Any | None
+    network: Any | None
+    spec: Any | None
+    flatness_features: Any | None
+
+    def score(self, items: list, rng: np.random.Generator, description: str) -> ConditionScores:
+        columns: dict[str, list[float]] = {m: [] for m, on in (("tkan", self.tkan_model), ("cnn", self.cnn)) if on}
+        inputs, labels, durations, kinds, systems = [], [], [], [], []
+        for item in tqdm(items, desc=description, unit="file", mininterval=5.0, file=sys.stderr):
+            samples = decode_audio(item.path.read_bytes(), filename=item.path.name).samples
+            for kind, audio in conditions(samples, rng).items():
+                segments = scoring_segments(single_speaker_annotation(self.vad(audio)))
+                if not segments:
+                    continue
+                if self.tkan_model is not None:
+                    features = segment_features(self.network, self.spec, audio, segments)
+                    columns["tkan"] += self.tkan_model.predict_proba(features)[:, 1].tolist()
+                crops = [crop_samples(audio, s.start, s.end) for s in segments]
+                if self.cnn is not None:
+                    columns["cnn"] += self.cnn.score_many(crops).tolist()
+                if self.flatness_features is not None:
+                    inputs += [flatness_features(c, self.flatness_features) for c in crops]
+                labels += [item.label] * len(segments)
+                durations += [s.duration for s in segments]
+                kinds += [kind] * len(segments)
+                systems += [item.system] * len(segments)
+        ordered = [columns[m] for m in MEMBERS if m in columns]  # MEMBERS order: tkan, cnn (flatness last)
+        return ConditionScores(
+            np.column_stack(ordered) if ordered else np.zeros((len(labels), 0)),
+            np.stack(inputs) if inputs else np.zeros((len(labels), 0)), np.array(labels), np.array(durations),
+            np.array(kinds), np.array(systems))
 
 
 def conditions(samples: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -182,49 +253,58 @@ def main(argv: list[str] | None = None) -> int:
         flatness_spec = shipped.features
         log.info("flatness recipe: %d augmented copies per file, crops %s s, C=%g", variants, crops, flatness_c)
 
-    vad = SileroVad()
     network = load_tkan_network(spec.network, xvector_dir=args.xvector_dir) if spec is not None else None
-    scores: dict[str, list[float]] = {m: [] for m in args.members if m != "flatness"}
-    flatness_inputs: list[np.ndarray] = []  # scored below, by one model or one per left-out family
-    labels, durations, kinds, systems = [], [], [], []
+    scorers = MemberScorers(SileroVad(), cnn if "cnn" in args.members else None, tkan_model, network, spec,
+                            flatness_spec)
     started = time.perf_counter()
-    for item in tqdm(held, desc="held-out", unit="file", mininterval=5.0, file=sys.stderr):
-        samples = decode_audio(item.path.read_bytes(), filename=item.path.name).samples
-        for kind, audio in conditions(samples, rng).items():
-            segments = scoring_segments(single_speaker_annotation(vad(audio)))
-            if not segments:
-                continue
-            if tkan_model is not None:
-                features = segment_features(network, spec, audio, segments)
-                scores["tkan"] += tkan_model.predict_proba(features)[:, 1].tolist()
-            crops = [crop_samples(audio, s.start, s.end) for s in segments]
-            if "cnn" in scores:
-                scores["cnn"] += cnn.score_many(crops).tolist()
-            if flatness_rows is not None:
-                flatness_inputs += [flatness_features(c, flatness_spec) for c in crops]
-            labels += [item.label] * len(segments)
-            durations += [s.duration for s in segments]
-            kinds += [kind] * len(segments)
-            systems += [item.system] * len(segments)
-    labels_array, kinds_array, durations_array = np.array(labels), np.array(kinds), np.array(durations)
-    matrix = np.column_stack(list(scores.values())) if scores else np.zeros((labels_array.size, 0))  # flatness: last
+    held_scores = scorers.score(held, rng, "held-out")
+    labels_array, kinds_array, durations_array = held_scores.labels, held_scores.kinds, held_scores.durations
+    matrix = held_scores.matrix  # flatness last; its column is added below
+    flatness_model = None
     if flatness_rows is not None:
-        inputs = np.stack(flatness_inputs)
         if args.unseen_generators:
             matrix, labels_array, kinds_array, durations_array, folds = unseen_generator_scores(
-                flatness_rows, inputs, labels_array, np.array(systems), kinds_array, durations_array, flatness_c)
+                flatness_rows, held_scores.flatness_inputs, labels_array, held_scores.systems, kinds_array,
+                durations_array, flatness_c)
         else:
-            model = fit_flatness_model(*flatness_rows[:2], c=flatness_c)
-            matrix = np.column_stack([matrix, model.predict_proba(inputs)[:, 1]])
+            flatness_model = fit_flatness_model(*flatness_rows[:2], c=flatness_c)
+            matrix = held_scores.with_flatness(flatness_model)
     weights, bias = fit_fusion(args.members, matrix, labels_array, c=args.c)
     fusion = Fusion(tuple(args.members), weights, bias, thresholds={})
     fused = fusion.combine({m: matrix[:, i] for i, m in enumerate(args.members)})
     thresholds = category_thresholds(labels_array, fused, durations_array)
+    calibration_figures = None
+    if args.calibration_fakes:
+        fakes = [item for location in args.calibration_fakes for item in load_items(location) if item.label == 1]
+        if args.limit:
+            fakes = [fakes[i] for i in sorted(rng.choice(len(fakes), min(args.limit, len(fakes)), replace=False))]
+        fake_scores = scorers.score(fakes, rng, "calibration fakes")
+        reals = labels_array == 0
+        calibration_matrix = np.vstack([matrix[reals], fake_scores.with_flatness(flatness_model)])
+        calibration_labels = np.r_[np.zeros(reals.sum(), dtype=int), np.ones(fake_scores.labels.size, dtype=int)]
+        combined = fusion.combine({m: calibration_matrix[:, i] for i, m in enumerate(args.members)})
+        scale, offset = fit_fusion(["fused"], combined[:, None], calibration_labels, c=args.c)
+        weights, bias = tuple(scale[0] * w for w in weights), scale[0] * bias + offset
+        calibrated = Fusion(tuple(args.members), weights, bias, thresholds={}).combine(
+            {m: calibration_matrix[:, i] for i, m in enumerate(args.members)})
+        calibration_durations = np.r_[durations_array[reals], fake_scores.durations]
+        thresholds = category_thresholds(calibration_labels, calibrated, calibration_durations)
+        report = binary_report(calibration_labels, calibrated, 0.5)
+        calibration_figures = {
+            "method": "weights from held-out speakers; Platt scale and offset of the fused logit and thresholds "
+                      "from held-out reals against fakes of generators no member trained on",
+            "fakes": [str(d) for d in args.calibration_fakes], "fake_files": len(fakes),
+            "fake_systems": sorted({item.system for item in fakes}),
+            "segments": int(calibration_labels.size), "platt_scale": scale[0], "platt_offset": offset,
+            "eer": report["eer"], "roc_auc": report["roc_auc"], "ece": report["ece"]}
+        log.info("calibration on unseen fakes: %d segments, fused EER %.3f, AUC %.3f, ECE %.3f; Platt scale %.3f, "
+                 "offset %.3f", calibration_labels.size, report["eer"], report["roc_auc"], report["ece"], scale[0],
+                 offset)
 
     def figures(values: np.ndarray) -> dict[str, float]:
         report = binary_report(labels_array, values, 0.5)
         by_kind = {k: binary_report(labels_array[kinds_array == k], values[kinds_array == k], 0.5)["eer"]
-                   for k in sorted(set(kinds))}
+                   for k in sorted(set(kinds_array))}
         return {"eer": report["eer"], "roc_auc": report["roc_auc"], "ece": report["ece"], "eer_by_condition": by_kind}
 
     heldout = {m: figures(matrix[:, i]) for i, m in enumerate(args.members)} | {"fused": figures(fused)}
@@ -242,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         "conditions": ["whole file", f"{CROP_S:.0f} s crop", f"{CROP_S:.0f} s crop as WEBM/Opus 32 kb/s"],
         "calibration": ({"method": "unseen generators: the member refitted without each fake family in turn, "
                                    "scoring held-out reals and that family's held-out fakes", "folds": folds}
-                        if args.unseen_generators else {"method": "held-out speakers, all training generators"}),
+                        if args.unseen_generators else calibration_figures
+                        or {"method": "held-out speakers, all training generators"}),
         "cnn_kind": cnn.features.kind,
         # the run-time members this fusion belongs to (checked when the detector loads)
         "artefacts": {path.name: file_sha256(path) for path in members_files},

@@ -170,6 +170,30 @@ def test_flatness_and_fusion_training_end_to_end(labelled_dir: Path, tmp_path: P
         train_fusion.main(["--data", str(labelled_dir), "--models-dir", str(models), "--members", "cnn", "flatness",
                            "--unseen-generators"])
 
+    # calibrated on fakes of generators no member trained on: the held-out weights keep their ratio,
+    # only the Platt scale and offset and the thresholds come from the calibration fakes
+    assert train_fusion.main(["--data", str(labelled_dir), "--models-dir", str(models), "--output", str(models),
+                              "--members", "cnn", "flatness"]) == 0
+    plain = Fusion.load(models / "fusion.json")
+    unseen = tmp_path / "unseen"
+    (unseen / "fake").mkdir(parents=True)
+    for path in sorted((labelled_dir / "fake").glob("*world*.wav")):
+        (unseen / "fake" / path.name).write_bytes(path.read_bytes())
+    assert train_fusion.main(["--data", str(labelled_dir), "--models-dir", str(models), "--output", str(models),
+                              "--members", "cnn", "flatness", "--calibration-fakes", str(unseen)]) == 0
+    calibrated = Fusion.load(models / "fusion.json")
+    calibration = calibrated.metadata["calibration"]
+    assert calibration["fake_files"] == len(list((unseen / "fake").glob("*.wav"))) > 0
+    scale = calibration["platt_scale"]
+    np.testing.assert_allclose(calibrated.weights, [scale * w for w in plain.weights], rtol=1e-9)
+    assert calibrated.bias == pytest.approx(scale * plain.bias + calibration["platt_offset"])
+    assert set(calibrated.thresholds) == {"very_short", "short", "normal"}
+    assert Detector.load(DetectorConfig(data_dir=models)).predict(
+        decode_file(labelled_dir / "real" / "v2s0.wav")).overall in ("Real", "Fake")
+    with pytest.raises(SystemExit):  # two calibrations at once
+        train_fusion.main(["--data", str(labelled_dir), "--models-dir", str(models), "--members", "flatness",
+                           "--unseen-generators", "--calibration-fakes", str(unseen)])
+
 
 
 def test_explore_tkan_columns_follow_the_feature_layout() -> None:
