@@ -254,15 +254,26 @@ class SpectralScorer:
 
     @torch.inference_mode()
     def logits_many(self, segments: Sequence[np.ndarray]) -> np.ndarray:
-        """(segment,) mean window logit of each segment (the fusion's input; sigmoid gives P(fake))."""
-        if not segments:
-            return np.zeros(0, dtype=np.float32)
-        per_segment = [self.windows(samples) for samples in segments]
-        counts = [w.shape[0] for w in per_segment]
-        batch = torch.cat(per_segment)
-        logits = torch.cat([self.model(part) for part in torch.split(batch, _MAX_BATCH_WINDOWS)])
-        pooled = [chunk.mean() for chunk in torch.split(logits, counts)]
-        return torch.stack(pooled).numpy().astype(np.float32)
+        """(segment,) mean window logit of each segment (the fusion's input; sigmoid gives P(fake)).
+
+        Segments are windowed and scored about ``_MAX_BATCH_WINDOWS`` windows at a time, so memory does
+        not grow with the length of the recording (an hour's windows at once cost ~300 MB)."""
+        pooled: list[torch.Tensor] = []
+        pending: list[torch.Tensor] = []  # windows of the segments not scored yet
+
+        def score_pending() -> None:
+            if pending:
+                batch = torch.cat(pending)
+                logits = torch.cat([self.model(part) for part in torch.split(batch, _MAX_BATCH_WINDOWS)])
+                pooled.extend(chunk.mean() for chunk in torch.split(logits, [w.shape[0] for w in pending]))
+                pending.clear()
+
+        for samples in segments:
+            pending.append(self.windows(samples))
+            if sum(w.shape[0] for w in pending) >= _MAX_BATCH_WINDOWS:
+                score_pending()
+        score_pending()
+        return torch.stack(pooled).numpy().astype(np.float32) if pooled else np.zeros(0, dtype=np.float32)
 
     def score_many(self, segments: Sequence[np.ndarray]) -> np.ndarray:
         """(segment,) P(fake), all windows of all segments scored in one batch."""

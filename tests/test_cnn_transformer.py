@@ -262,3 +262,22 @@ def test_shipped_artefact_scores_speech(speech: np.ndarray) -> None:
     assert many.shape == (2,) and np.isclose(many[0], probability, atol=1e-5)
     info = scorer.info()
     assert info["features"]["kind"] in FEATURE_KINDS and "heldout" in info["training"]
+
+
+def test_many_segments_are_scored_in_bounded_batches_with_the_same_result(speech: np.ndarray, monkeypatch) -> None:
+    """A long recording's windows are not all made at once: no forward pass sees more than the batch
+    bound plus one segment's windows, and each segment scores as it does alone."""
+    from soundsentry import spectral
+
+    scorer = SpectralScorer(tiny_model(), SpectralFeatures(kind="high"))
+    segments = [speech[i * 800 :] for i in range(40)]  # ~5 s each: 40 segments, ~100 windows in all
+    alone = np.array([scorer.score(s) for s in segments])
+    events, sizes = [], []
+    forward, windows = scorer.model.forward, scorer.windows
+    monkeypatch.setattr(scorer.model, "forward",
+                        lambda x: events.append("forward") or sizes.append(len(x)) or forward(x))
+    monkeypatch.setattr(scorer, "windows", lambda x: events.append("windows") or windows(x))
+    np.testing.assert_allclose(scorer.score_many(segments), alone, atol=1e-5)
+    assert events.count("windows") == 40 and len(sizes) > 1
+    assert events.index("forward") < 39  # scoring starts before the last segment is windowed
+    assert max(sizes) < spectral._MAX_BATCH_WINDOWS + windows(segments[0]).shape[0]
