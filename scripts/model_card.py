@@ -82,10 +82,20 @@ def fusion_section(path: Path) -> list[str]:
     for name, values in info.get("heldout", {}).items():
         lines.append(f"| {name} | {pct(values['eer'])} | {values['roc_auc']:.3f} | {values['ece']:.3f} |")
     calibration = info.get("calibration", {})
+    where = "the fused held-out scores"
     if calibration.get("folds"):
         lines += ["", f"Calibration on {calibration['method']}; held-out EER per family left out: "
                   + ", ".join(f"{f['left_out']} {pct(f['eer'])}" for f in calibration["folds"]) + "."]
-    lines += ["", "Decision thresholds (EER points of the fused held-out scores per duration category): "
+        where = "the pooled out-of-family scores"
+    elif calibration.get("fake_files"):
+        lines += ["", f"Calibration: {calibration['method']} ({calibration['fake_files']} files of "
+                  f"{', '.join(calibration['fake_systems'])}; {calibration['segments']} segments): Platt scale "
+                  f"{calibration['platt_scale']:.3f}, offset {calibration['platt_offset']:+.3f} (the weights above "
+                  f"include them); there the fused score has EER {pct(calibration['eer'])}, ROC-AUC "
+                  f"{calibration['roc_auc']:.3f}, ECE {calibration['ece']:.3f} ({pct(calibration.get('fake_share'))} "
+                  "of those segments are fake; the calibration assumes balanced classes)."]
+        where = "the calibrated scores of held-out reals against those unseen fakes"
+    lines += ["", f"Decision thresholds (EER points of {where} per duration category): "
               + ", ".join(f"{k} {v:.3f}" for k, v in fusion["thresholds"].items()), ""]
     return lines
 

@@ -12,7 +12,8 @@ Steps
    drives ``ReduceLROnPlateau``; nothing else is fitted on it.
 3. **cache**: each file is augmented ``--variants`` times by :mod:`soundsentry.augment` (the same
    label-blind random chains for both classes: codecs, noise, reverb, RawBoost, band limits, gain;
-   a quarter of the chains are "none"; ``--no-augmentation``: each file once, as it is), and the log spectrograms of every variant (before the
+   a quarter of the chains are "none"; ``--no-augmentation``: each file once, as it is, which the
+   devset preferred: data/NOTES.md), and the log spectrograms of every variant (before the
    per-utterance normalisation, applied on loading) are cached under ``--cache`` as float16, for both
    feature kinds at once, so that ``--features mel`` after ``--features linear`` (or another
    ``--normalisation``) costs no new augmentation. Data preparation runs in ``--workers`` processes,

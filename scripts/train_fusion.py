@@ -295,15 +295,18 @@ def main(argv: list[str] | None = None) -> int:
                       "from held-out reals against fakes of generators no member trained on",
             "fakes": [str(d) for d in args.calibration_fakes], "fake_files": len(fakes),
             "fake_systems": sorted({item.system for item in fakes}),
-            "segments": int(calibration_labels.size), "platt_scale": scale[0], "platt_offset": offset,
+            "segments": int(calibration_labels.size), "fake_share": float(calibration_labels.mean()),
+            "platt_scale": scale[0], "platt_offset": offset,
             "eer": report["eer"], "roc_auc": report["roc_auc"], "ece": report["ece"]}
         log.info("calibration on unseen fakes: %d segments, fused EER %.3f, AUC %.3f, ECE %.3f; Platt scale %.3f, "
                  "offset %.3f", calibration_labels.size, report["eer"], report["roc_auc"], report["ece"], scale[0],
                  offset)
+        fused = Fusion(tuple(args.members), weights, bias, thresholds={}).combine(
+            {m: matrix[:, i] for i, m in enumerate(args.members)})  # the held-out figures below: calibrated
 
     def figures(values: np.ndarray) -> dict[str, float]:
         report = binary_report(labels_array, values, 0.5)
-        by_kind = {k: binary_report(labels_array[kinds_array == k], values[kinds_array == k], 0.5)["eer"]
+        by_kind = {str(k): binary_report(labels_array[kinds_array == k], values[kinds_array == k], 0.5)["eer"]
                    for k in sorted(set(kinds_array))}
         return {"eer": report["eer"], "roc_auc": report["roc_auc"], "ece": report["ece"], "eer_by_condition": by_kind}
 
