@@ -59,7 +59,7 @@ ARTEFACT_FORMAT = "soundsentry.cnn_transformer/1"
 DEFAULT_ARTEFACT = Path(__file__).resolve().parent.parent / "data" / "cnn_transformer.pt"
 FEATURE_KINDS = ("linear", "mel", "high")
 NORMALISATIONS = ("utterance", "utterance_band")
-_MAX_BATCH_WINDOWS = 64  # windows per forward pass when a request holds many
+_MAX_BATCH_WINDOWS = 16  # windows per forward pass: 64 peaked ~300 MB of activations per request
 
 
 @dataclass(frozen=True)
