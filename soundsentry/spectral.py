@@ -3,7 +3,7 @@
 :class:`SpectralFeatures` defines the input (saved with the weights, so a model is never fed features
 it was not trained on); :class:`SpectralFrontEnd` turns 16 kHz mono audio into a normalised log
 spectrogram; :class:`SpectralScorer` cuts it into windows of ``n_frames`` frames, runs
-:class:`~soundsentry.cnn_transformer.CNNTransformer` on all of them in one batch and pools the logits.
+:class:`~soundsentry.cnn_transformer.CNNTransformer` on them in batches of at most 16 and pools the logits.
 
 Feature definition (defaults; the shipped artefact says which ``kind`` it uses)
 -----------------------------------------------------------------------------
@@ -276,7 +276,7 @@ class SpectralScorer:
         return torch.stack(pooled).numpy().astype(np.float32) if pooled else np.zeros(0, dtype=np.float32)
 
     def score_many(self, segments: Sequence[np.ndarray]) -> np.ndarray:
-        """(segment,) P(fake), all windows of all segments scored in one batch."""
+        """(segment,) P(fake): the sigmoid of :meth:`logits_many`."""
         return (1.0 / (1.0 + np.exp(-self.logits_many(segments).astype(np.float64)))).astype(np.float32)
 
     def score(self, samples: np.ndarray) -> float:
