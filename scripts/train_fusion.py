@@ -210,6 +210,39 @@ class MemberScorers:
             np.array(kinds), np.array(systems))
 
 
+def fuse(members: list[str], weights: tuple[float, ...], bias: float, matrix: np.ndarray) -> np.ndarray:
+    """P(fake) of the fusion with these weights, from the (segment, member) matrix."""
+    return Fusion(tuple(members), weights, bias, thresholds={}).combine(
+        {m: matrix[:, i] for i, m in enumerate(members)})
+
+
+def calibrate_on_unseen_fakes(
+    members: list[str], weights: tuple[float, ...], bias: float, reals: tuple[np.ndarray, np.ndarray],
+    fakes: tuple[np.ndarray, np.ndarray], c: float = 1.0,
+) -> tuple[tuple[float, ...], float, dict[str, float], dict[str, Any]]:
+    """Rescale a fusion fitted on held-out speakers: a Platt scale and offset of its logit, and thresholds,
+    fitted on held-out reals against fakes of generators no member trained on.
+
+    ``reals``/``fakes``: ((segment, member) scores, (segment,) durations). The weights keep their ratio.
+    Returns (weights, bias, thresholds per duration category, figures for the metadata).
+    """
+    matrix = np.vstack([reals[0], fakes[0]])
+    labels = np.r_[np.zeros(len(reals[0]), dtype=int), np.ones(len(fakes[0]), dtype=int)]
+    (scale,), offset = fit_fusion(["fused"], fuse(members, weights, bias, matrix)[:, None], labels, c=c)
+    weights, bias = tuple(scale * w for w in weights), scale * bias + offset
+    calibrated = fuse(members, weights, bias, matrix)
+    thresholds = category_thresholds(labels, calibrated, np.r_[reals[1], fakes[1]])
+    report = binary_report(labels, calibrated, 0.5)
+    log.info("calibration on unseen fakes: %d segments, fused EER %.3f, AUC %.3f, ECE %.3f; Platt scale %.3f, "
+             "offset %.3f", labels.size, report["eer"], report["roc_auc"], report["ece"], scale, offset)
+    figures = {
+        "method": "weights from held-out speakers; Platt scale and offset of the fused logit and thresholds "
+                  "from held-out reals against fakes of generators no member trained on",
+        "segments": int(labels.size), "fake_share": float(labels.mean()), "platt_scale": scale,
+        "platt_offset": offset, "eer": report["eer"], "roc_auc": report["roc_auc"], "ece": report["ece"]}
+    return weights, bias, thresholds, figures
+
+
 def conditions(samples: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """The file as the service meets it: whole, a 4 s crop, and the crop as browser WEBM/Opus."""
     step = int(CROP_S * SAMPLE_RATE)
@@ -270,9 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             flatness_model = fit_flatness_model(*flatness_rows[:2], c=flatness_c)
             matrix = held_scores.with_flatness(flatness_model)
     weights, bias = fit_fusion(args.members, matrix, labels_array, c=args.c)
-    fusion = Fusion(tuple(args.members), weights, bias, thresholds={})
-    fused = fusion.combine({m: matrix[:, i] for i, m in enumerate(args.members)})
-    thresholds = category_thresholds(labels_array, fused, durations_array)
+    thresholds = category_thresholds(labels_array, fuse(args.members, weights, bias, matrix), durations_array)
     calibration_figures = None
     if args.calibration_fakes:
         fakes = [item for location in args.calibration_fakes for item in load_items(location) if item.label == 1]
@@ -280,29 +311,12 @@ def main(argv: list[str] | None = None) -> int:
             fakes = [fakes[i] for i in sorted(rng.choice(len(fakes), min(args.limit, len(fakes)), replace=False))]
         fake_scores = scorers.score(fakes, rng, "calibration fakes")
         reals = labels_array == 0
-        calibration_matrix = np.vstack([matrix[reals], fake_scores.with_flatness(flatness_model)])
-        calibration_labels = np.r_[np.zeros(reals.sum(), dtype=int), np.ones(fake_scores.labels.size, dtype=int)]
-        combined = fusion.combine({m: calibration_matrix[:, i] for i, m in enumerate(args.members)})
-        scale, offset = fit_fusion(["fused"], combined[:, None], calibration_labels, c=args.c)
-        weights, bias = tuple(scale[0] * w for w in weights), scale[0] * bias + offset
-        calibrated = Fusion(tuple(args.members), weights, bias, thresholds={}).combine(
-            {m: calibration_matrix[:, i] for i, m in enumerate(args.members)})
-        calibration_durations = np.r_[durations_array[reals], fake_scores.durations]
-        thresholds = category_thresholds(calibration_labels, calibrated, calibration_durations)
-        report = binary_report(calibration_labels, calibrated, 0.5)
-        calibration_figures = {
-            "method": "weights from held-out speakers; Platt scale and offset of the fused logit and thresholds "
-                      "from held-out reals against fakes of generators no member trained on",
-            "fakes": [str(d) for d in args.calibration_fakes], "fake_files": len(fakes),
-            "fake_systems": sorted({item.system for item in fakes}),
-            "segments": int(calibration_labels.size), "fake_share": float(calibration_labels.mean()),
-            "platt_scale": scale[0], "platt_offset": offset,
-            "eer": report["eer"], "roc_auc": report["roc_auc"], "ece": report["ece"]}
-        log.info("calibration on unseen fakes: %d segments, fused EER %.3f, AUC %.3f, ECE %.3f; Platt scale %.3f, "
-                 "offset %.3f", calibration_labels.size, report["eer"], report["roc_auc"], report["ece"], scale[0],
-                 offset)
-        fused = Fusion(tuple(args.members), weights, bias, thresholds={}).combine(
-            {m: matrix[:, i] for i, m in enumerate(args.members)})  # the held-out figures below: calibrated
+        weights, bias, thresholds, calibration_figures = calibrate_on_unseen_fakes(
+            args.members, weights, bias, (matrix[reals], durations_array[reals]),
+            (fake_scores.with_flatness(flatness_model), fake_scores.durations), c=args.c)
+        calibration_figures |= {"fakes": [str(d) for d in args.calibration_fakes], "fake_files": len(fakes),
+                                "fake_systems": sorted({item.system for item in fakes})}
+    fused = fuse(args.members, weights, bias, matrix)  # calibrated, for the held-out figures below
 
     def figures(values: np.ndarray) -> dict[str, float]:
         report = binary_report(labels_array, values, 0.5)
