@@ -10,13 +10,14 @@ Steps
    and the fakes re-synthesised from them stay together) and stratified by label
    (``StratifiedGroupKFold``, first fold). The held-out part picks the epoch (early stopping) and
    drives ``ReduceLROnPlateau``; nothing else is fitted on it.
-3. **cache**: each file is augmented ``--variants`` times by :mod:`soundsentry.augment` (the same
-   label-blind random chains for both classes: codecs, noise, reverb, RawBoost, band limits, gain;
-   a quarter of the chains are "none"; ``--no-augmentation``: each file once, as it is, which the
-   devset preferred: data/NOTES.md), and the log spectrograms of every variant (before the
-   per-utterance normalisation, applied on loading) are cached under ``--cache`` as float16, for both
-   feature kinds at once, so that ``--features mel`` after ``--features linear`` (or another
-   ``--normalisation``) costs no new augmentation. Data preparation runs in ``--workers`` processes,
+3. **cache**: each file is augmented ``--variants`` times by :mod:`soundsentry.augment`, the same
+   label-blind way for both classes (``--augmentation``): ``random`` chains of codecs, noise, reverb,
+   RawBoost, band limits and gain, a quarter of them "none"; ``opus``: the file as it is, then
+   Opus/WEBM round trips at browser bitrates (nothing else); ``none``: each file once, as it is,
+   which the devset preferred to ``random``: data/NOTES.md. The log spectrograms of every variant
+   (before the per-utterance normalisation, applied on loading) are cached under ``--cache`` as
+   float16, for both feature kinds at once, so that ``--features mel`` after ``--features linear``
+   (or another ``--normalisation``) costs no new augmentation. Data preparation runs in ``--workers`` processes,
    one torch thread each.
 4. **train**: each epoch draws ``--windows-per-epoch`` random windows of 128 frames (2.05 s) from the
    training variants, half real and half fake (class-balanced), files in proportion to their length.
@@ -90,6 +91,8 @@ DEFAULT_DEVSET = ROOT.parent / "shared" / "devset" / "manifest.csv"
 #: held-out EER + this × held-out loss picks the epoch and drives ReduceLROnPlateau: the loss (≈0.1-0.7)
 #: moves the criterion by less than one held-out EER step (1/~600 file variants), so it only breaks ties
 SELECTION_LOSS_WEIGHT = 1e-3
+#: how training files are augmented (``--augmentation``; :func:`variant_folder`)
+AUGMENTATIONS = ("random", "opus", "none")
 
 
 @dataclass
@@ -99,7 +102,7 @@ class TrainConfig:
     features: dict[str, Any] = field(default_factory=dict)  # SpectralFeatures overrides
     model_config: dict[str, Any] = field(default_factory=dict)  # CNNTransformer overrides
     variants: int = 3
-    augment: bool = True  # False: one clean copy of each file (variants is then 1)
+    augmentation: str = "random"  # one of AUGMENTATIONS; "none" makes variants 1
     holdout: float = 0.15
     epochs: int = 12
     windows_per_epoch: int = 4096
@@ -157,12 +160,24 @@ def split_holdout(items: Sequence[AudioItem], fraction: float, seed: int) -> tup
 # augmented spectrogram cache
 
 
+def variant_folder(augmentation: str, seed: int, variant: int) -> str:
+    """The cache folder of one variant: "clean" for the file as it is (``none``, and ``opus``'s first
+    variant, so the two share it), else one per augmentation, seed and variant."""
+    if augmentation == "none" or (augmentation == "opus" and variant == 0):
+        return "clean"
+    if augmentation == "opus":
+        return f"opus-seed{seed}-v{variant}"
+    if augmentation == "random":
+        return f"seed{seed}-v{variant}"
+    raise ValueError(f"unknown augmentation {augmentation!r}; choose from {', '.join(AUGMENTATIONS)}")
+
+
 def cache_path(
-    cache: Path, features: SpectralFeatures, seed: int, variant: int, item: AudioItem, augment: bool = True,
+    cache: Path, features: SpectralFeatures, seed: int, variant: int, item: AudioItem,
+    augmentation: str = "random",
 ) -> Path:
-    """Where the (not yet normalised) log spectrogram of one file variant lives (``augment`` False: the
-    file as it is, whatever the seed and variant)."""
-    folder = f"seed{seed}-v{variant}" if augment else "clean"
+    """Where the (not yet normalised) log spectrogram of one file variant lives."""
+    folder = variant_folder(augmentation, seed, variant)
     return cache / f"{features.kind}-{features.log_power_key}" / folder / f"{item_key(item)}.npy"
 
 
@@ -170,25 +185,25 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _prepare_one(job: tuple[AudioItem, int, int, list[dict[str, Any]], str, bool]) -> tuple[str, int, str]:
-    """Augment one file once (or not, when the job says so) and cache its spectrogram for every feature
+def _prepare_one(job: tuple[AudioItem, int, int, list[dict[str, Any]], str, str]) -> tuple[str, int, str]:
+    """Augment one file once (or not, for a "clean" variant) and cache its spectrogram for every feature
     definition in the job."""
-    from soundsentry.augment import apply_augmentation, random_augmentation
+    from soundsentry.augment import apply_augmentation, browser_codec_augmentation, random_augmentation
 
-    item, variant, seed, feature_dicts, cache, augment = job
+    item, variant, seed, feature_dicts, cache, augmentation = job
     try:
         samples = decode_file(item.path).samples
     except InputError as error:
         return str(item.path), variant, f"skipped: {error.message}"
-    if augment:
-        rng = np.random.default_rng(item_seed(item, variant, seed))
-        chain = random_augmentation(rng)
-        audio, description = apply_augmentation(samples, chain, rng), chain.describe()
-    else:
+    if variant_folder(augmentation, seed, variant) == "clean":
         audio, description = samples, "clean"
+    else:
+        rng = np.random.default_rng(item_seed(item, variant, seed))
+        chain = browser_codec_augmentation(rng) if augmentation == "opus" else random_augmentation(rng)
+        audio, description = apply_augmentation(samples, chain, rng), chain.describe()
     for values in feature_dicts:
         features = SpectralFeatures.from_dict(values)
-        target = cache_path(Path(cache), features, seed, variant, item, augment)
+        target = cache_path(Path(cache), features, seed, variant, item, augmentation)
         target.parent.mkdir(parents=True, exist_ok=True)
         spectrogram = SpectralFrontEnd(features).log_power(audio).numpy().astype(np.float16)
         temporary = target.with_suffix(".tmp.npy")
@@ -199,14 +214,14 @@ def _prepare_one(job: tuple[AudioItem, int, int, list[dict[str, Any]], str, bool
 
 def build_cache(
     items: Sequence[AudioItem], features: Sequence[SpectralFeatures], *, variants: int, seed: int, cache: Path,
-    workers: int, augment: bool = True,
+    workers: int, augmentation: str = "random",
 ) -> None:
     """Make every missing (file, variant) spectrogram; resumable (each file is written atomically)."""
     jobs = [
-        (item, variant, seed, [f.to_dict() for f in features], str(cache), augment)
+        (item, variant, seed, [f.to_dict() for f in features], str(cache), augmentation)
         for item in items
         for variant in range(variants)
-        if not all(cache_path(cache, f, seed, variant, item, augment).is_file() for f in features)
+        if not all(cache_path(cache, f, seed, variant, item, augmentation).is_file() for f in features)
     ]
     if not jobs:
         return
@@ -237,12 +252,12 @@ class SpectrogramSet:
     @classmethod
     def load(
         cls, items: Sequence[AudioItem], indices: Sequence[int], features: SpectralFeatures, *, variants: int,
-        seed: int, cache: Path, augment: bool = True,
+        seed: int, cache: Path, augmentation: str = "random",
     ) -> SpectrogramSet:
         spectrograms, labels, owners = [], [], []
         for index in indices:
             for variant in range(variants):
-                path = cache_path(cache, features, seed, variant, items[index], augment)
+                path = cache_path(cache, features, seed, variant, items[index], augmentation)
                 if path.is_file():
                     log_power = torch.from_numpy(np.load(path).astype(np.float32))
                     spectrograms.append(normalise(log_power, features.normalisation).numpy().astype(np.float16))
@@ -465,8 +480,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--windows-per-epoch", type=int, default=TrainConfig.windows_per_epoch)
     parser.add_argument("--variants", type=int, default=TrainConfig.variants,
                         help="augmented copies of each file (default %(default)s)")
-    parser.add_argument("--no-augmentation", action="store_true",
-                        help="train on each file once, as it is (no augmented copies; --variants is ignored)")
+    parser.add_argument("--augmentation", choices=AUGMENTATIONS, default=TrainConfig.augmentation,
+                        help="random: label-blind random chains; opus: the file as it is plus --variants - 1 "
+                             "Opus/WEBM round trips at browser bitrates; none: each file once, as it is "
+                             "(--variants is ignored) (default %(default)s)")
     parser.add_argument("--holdout", type=float, default=TrainConfig.holdout,
                         help="fraction of speaker groups held out for epoch selection (default %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
@@ -500,7 +517,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     config = TrainConfig(
         features={"kind": args.features, "normalisation": args.normalisation}, model_config=args.model_config,
-        variants=1 if args.no_augmentation else args.variants, augment=not args.no_augmentation,
+        variants=1 if args.augmentation == "none" else args.variants, augmentation=args.augmentation,
         holdout=args.holdout, epochs=args.epochs, windows_per_epoch=args.windows_per_epoch,
         learning_rate=args.learning_rate, patience=args.patience, max_minutes=args.max_minutes, seed=args.seed,
         threads=args.threads,
@@ -515,14 +532,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     prep_started = time.perf_counter()
     build_cache(items, every_kind, variants=config.variants, seed=config.seed, cache=args.cache, workers=args.workers,
-                augment=config.augment)
+                augmentation=config.augmentation)
     prep_minutes = (time.perf_counter() - prep_started) / 60
     if args.prepare_only:
         return {}
     train_set = SpectrogramSet.load(items, train_idx, features, variants=config.variants, seed=config.seed,
-                                    cache=args.cache, augment=config.augment)
+                                    cache=args.cache, augmentation=config.augmentation)
     held_set = SpectrogramSet.load(items, held_idx, features, variants=config.variants, seed=config.seed,
-                                   cache=args.cache, augment=config.augment)
+                                   cache=args.cache, augmentation=config.augmentation)
 
     torch.set_num_threads(config.threads)
     model, summary = train(config, features, train_set, held_set)

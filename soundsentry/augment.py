@@ -116,17 +116,27 @@ def random_augmentation(rng: np.random.Generator, *, p_none: float = 0.25) -> Au
     return Augmentation(tuple(_random_step(kind, rng) for kind in chosen))
 
 
+def browser_codec_augmentation(rng: np.random.Generator) -> Augmentation:
+    """One Opus/WEBM round trip at a bitrate and encoding rate drawn as :func:`random_augmentation` draws
+    them: what the browser extension's chunks go through, and nothing else (no band limit, noise or
+    reverberation that could erase the 4-8 kHz band where the upper-band fakes differ from their reals)."""
+    return Augmentation((_codec_step("opus", rng),))
+
+
+def _codec_step(codec: str, rng: np.random.Generator) -> AugmentStep:
+    return AugmentStep(
+        "codec",
+        {
+            "codec": codec,
+            "bitrate_kbps": int(rng.choice(CODEC_BITRATES[codec])),
+            "sample_rate": int(rng.choice(CODEC_SAMPLE_RATES[codec])),
+        },
+    )
+
+
 def _random_step(kind: str, rng: np.random.Generator) -> AugmentStep:
     if kind == "codec":
-        codec = str(rng.choice(list(CODECS)))
-        return AugmentStep(
-            "codec",
-            {
-                "codec": codec,
-                "bitrate_kbps": int(rng.choice(CODEC_BITRATES[codec])),
-                "sample_rate": int(rng.choice(CODEC_SAMPLE_RATES[codec])),
-            },
-        )
+        return _codec_step(str(rng.choice(list(CODECS))), rng)
     if kind == "gain":
         return AugmentStep("gain", {"gain_db": float(rng.uniform(-10.0, 10.0))})
     if kind == "lowpass":

@@ -6,6 +6,8 @@ Audio is made here with espeak-ng (reals) and Griffin-Lim re-synthesis of it (fa
 
 from __future__ import annotations
 
+import csv
+
 from pathlib import Path
 
 import numpy as np
@@ -188,19 +190,41 @@ def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake
 
 
 def test_cache_without_augmentation_holds_each_file_as_it_is(tmp_path: Path, speech_wav: Path) -> None:
-    """``--no-augmentation`` caches one clean spectrogram per file, apart from the augmented variants."""
+    """``--augmentation none`` caches one clean spectrogram per file, apart from the augmented variants."""
     from scripts.train_cnn_transformer import SpectrogramSet, build_cache, cache_path
     from soundsentry.datasets import AudioItem
 
     item = AudioItem(path=speech_wav, label=0, speaker="s1")
     features = SpectralFeatures(kind="high")
-    build_cache([item], [features], variants=1, seed=0, cache=tmp_path, workers=1, augment=False)
-    clean = cache_path(tmp_path, features, 0, 0, item, augment=False)
+    build_cache([item], [features], variants=1, seed=0, cache=tmp_path, workers=1, augmentation="none")
+    clean = cache_path(tmp_path, features, 0, 0, item, augmentation="none")
     assert clean.is_file() and not cache_path(tmp_path, features, 0, 0, item).exists()
     expected = SpectralFrontEnd(features).log_power(decode_file(speech_wav).samples).numpy()
     np.testing.assert_allclose(np.load(clean).astype(np.float32), expected, atol=0.05, rtol=1e-3)  # float16
-    data = SpectrogramSet.load([item], [0], features, variants=1, seed=0, cache=tmp_path, augment=False)
+    data = SpectrogramSet.load([item], [0], features, variants=1, seed=0, cache=tmp_path, augmentation="none")
     assert data.labels.tolist() == [0] and len(data.spectrograms) == 1
+
+
+def test_opus_augmentation_adds_codec_round_trips_to_the_clean_copy(tmp_path: Path, speech_wav: Path) -> None:
+    """``--augmentation opus``: variant 0 is the clean copy (shared with ``none``), the others went through
+    Opus/WEBM and nothing else, so they differ from it but keep the spectrogram's shape and rough level."""
+    from scripts.train_cnn_transformer import SpectrogramSet, build_cache, cache_path
+    from soundsentry.datasets import AudioItem
+
+    item = AudioItem(path=speech_wav, label=1, speaker="s1")
+    features = SpectralFeatures(kind="high")
+    build_cache([item], [features], variants=2, seed=0, cache=tmp_path, workers=1, augmentation="opus")
+    clean = cache_path(tmp_path, features, 0, 0, item, augmentation="opus")
+    assert clean == cache_path(tmp_path, features, 0, 0, item, augmentation="none")
+    coded = np.load(cache_path(tmp_path, features, 0, 1, item, augmentation="opus")).astype(np.float32)
+    reference = np.load(clean).astype(np.float32)
+    assert coded.shape == reference.shape
+    assert 0.05 < np.abs(coded - reference).mean() < 5.0  # changed by the codec, not replaced
+    with (tmp_path / "augmentations-seed0.csv").open(newline="") as handle:
+        chains = {int(variant): description for _, variant, description in csv.reader(handle)}
+    assert chains[0] == "clean" and chains[1].startswith("codec(codec=opus,") and "+" not in chains[1]
+    data = SpectrogramSet.load([item], [0], features, variants=2, seed=0, cache=tmp_path, augmentation="opus")
+    assert data.labels.tolist() == [1, 1]
 
 
 # --------------------------------------------------------------------------------------------
