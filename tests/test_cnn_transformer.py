@@ -7,7 +7,6 @@ Audio is made here with espeak-ng (reals) and Griffin-Lim re-synthesis of it (fa
 from __future__ import annotations
 
 import csv
-
 from pathlib import Path
 
 import numpy as np
