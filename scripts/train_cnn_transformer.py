@@ -484,6 +484,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="random: label-blind random chains; opus: the file as it is plus --variants - 1 "
                              "Opus/WEBM round trips at browser bitrates; none: each file once, as it is "
                              "(--variants is ignored) (default %(default)s)")
+    parser.add_argument("--no-augmentation", dest="augmentation", action="store_const", const="none",
+                        help="the same as --augmentation none (the shipped artefact's recorded command uses it)")
     parser.add_argument("--holdout", type=float, default=TrainConfig.holdout,
                         help="fraction of speaker groups held out for epoch selection (default %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)

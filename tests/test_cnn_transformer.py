@@ -226,6 +226,16 @@ def test_opus_augmentation_adds_codec_round_trips_to_the_clean_copy(tmp_path: Pa
     assert data.labels.tolist() == [1, 1]
 
 
+def test_augmentation_flags() -> None:
+    from scripts.train_cnn_transformer import parse_args
+
+    assert parse_args([]).augmentation == "random"
+    assert parse_args(["--augmentation", "opus"]).augmentation == "opus"
+    assert parse_args(["--no-augmentation"]).augmentation == "none"  # the shipped artefact's recorded command
+    with pytest.raises(SystemExit):
+        parse_args(["--augmentation", "mp3"])
+
+
 # --------------------------------------------------------------------------------------------
 # artefact
 
