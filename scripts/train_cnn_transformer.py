@@ -17,8 +17,8 @@ Steps
    which the devset preferred to ``random``: data/NOTES.md. The log spectrograms of every variant
    (before the per-utterance normalisation, applied on loading) are cached under ``--cache`` as
    float16, for both feature kinds at once, so that ``--features mel`` after ``--features linear``
-   (or another ``--normalisation``) costs no new augmentation. Data preparation runs in ``--workers`` processes,
-   one torch thread each.
+   (or another ``--normalisation``) costs no new augmentation. Data preparation runs in
+   ``--workers`` processes, one torch thread each.
 4. **train**: each epoch draws ``--windows-per-epoch`` random windows of 128 frames (2.05 s) from the
    training variants, half real and half fake (class-balanced), files in proportion to their length.
    AdamW, BCE on logits, gradient clipping, ``ReduceLROnPlateau`` on the held-out file-level EER,
