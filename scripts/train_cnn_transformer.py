@@ -116,6 +116,12 @@ class TrainConfig:
     max_minutes: float = 22.0
     heldout_max_windows: int = 3  # per held-out file variant, evenly spread
     seed: int = 0
+    split_seed: int | None = None  # the held-out split's seed; None: ``seed``
+
+    @property
+    def holdout_seed(self) -> int:
+        """Networks meant to be averaged share this, so the fusion sees speakers none of them trained on."""
+        return self.seed if self.split_seed is None else self.split_seed
     threads: int = 1  # measured faster than 2 on the shared 2-core machine
 
     def to_dict(self) -> dict[str, Any]:
@@ -497,6 +503,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads for training")
     parser.add_argument("--workers", type=int, default=2, help="processes for augmentation (1 thread each)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--split-seed", type=int, help="seed of the held-out split alone (default: --seed); "
+                        "give networks that will be averaged the same one")
     parser.add_argument("--limit", type=int, help="only N files per label (quick runs)")
     parser.add_argument("--eval-devset", nargs="?", type=Path, const=DEFAULT_DEVSET, default=None,
                         metavar="MANIFEST", help="after training, score ../shared/devset (validation only)")
@@ -522,12 +530,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants=1 if args.augmentation == "none" else args.variants, augmentation=args.augmentation,
         holdout=args.holdout, epochs=args.epochs, windows_per_epoch=args.windows_per_epoch,
         learning_rate=args.learning_rate, patience=args.patience, max_minutes=args.max_minutes, seed=args.seed,
-        threads=args.threads,
+        threads=args.threads, split_seed=args.split_seed,
     )
     features = SpectralFeatures(**config.features)
     every_kind = [SpectralFeatures(**{**config.features, "kind": kind}) for kind in FEATURE_KINDS]
     items = select_items(args.data or DEFAULT_DATA, args.limit, args.seed)
-    train_idx, held_idx = split_holdout(items, config.holdout, config.seed)
+    train_idx, held_idx = split_holdout(items, config.holdout, config.holdout_seed)
     log.info("%d files (%d fake), %d speaker groups; held out %d files of %d groups", len(items),
              sum(i.label for i in items), len({group_of(i) for i in items}), len(held_idx),
              len({group_of(items[i]) for i in held_idx}))

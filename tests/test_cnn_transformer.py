@@ -236,6 +236,19 @@ def test_augmentation_flags() -> None:
         parse_args(["--augmentation", "mp3"])
 
 
+def test_split_seed_fixes_the_held_out_speakers_whatever_the_seed() -> None:
+    from scripts.train_cnn_transformer import TrainConfig, split_holdout
+    from soundsentry.datasets import AudioItem
+
+    items = [AudioItem(path=Path(f"{s}_{i}.flac"), label=i % 2, speaker=f"s{s}") for s in range(40) for i in range(4)]
+    assert TrainConfig(seed=1).holdout_seed == 1
+    shared = TrainConfig(seed=1, split_seed=0)
+    assert shared.holdout_seed == 0
+    held = {seed: set(split_holdout(items, 0.15, seed)[1].tolist()) for seed in (0, 1)}
+    assert held[0] != held[1]  # so a shared split is something a second seed has to ask for
+    assert set(split_holdout(items, 0.15, shared.holdout_seed)[1].tolist()) == held[0]
+
+
 # --------------------------------------------------------------------------------------------
 # artefact
 
