@@ -32,6 +32,17 @@ voice-conversion fakes (``../shared/corpus``'s ALGAN-VC family, left out of the 
 manifests), scored in the same three conditions. It is how a detector that includes the
 CNN-Transformer gets probabilities that are not sure of themselves on generators it never saw.
 
+``--weights`` chooses how the members are combined:
+
+- ``heldout`` (default): the logistic regression on the held-out speakers above. Those speakers' fakes
+  come from the training generators, so the fit trusts the member that knows them best.
+- ``equal``: every member's logit divided by its standard deviation over the held-out reals, then
+  summed; nothing about the fakes is fitted, so no member is trusted for knowing the training
+  generators. The Platt scale and offset (and the thresholds) are then fitted as usual.
+- ``calibration-fakes``: the logistic regression on the held-out reals against the
+  ``--calibration-fakes`` (weights, scale and bias at once), so the members count by how well they
+  separate a generator none of them trained on.
+
 Nothing here reads ../shared/devset: measure the result with ``python -m scripts.run_test``.
 """
 
@@ -70,7 +81,7 @@ from soundsentry.flatness import (  # noqa: E402
     fit_flatness_model,
     flatness_features,
 )
-from soundsentry.fusion import FUSION_FILE, MEMBERS, Fusion, fit_fusion  # noqa: E402
+from soundsentry.fusion import FUSION_FILE, MEMBERS, Fusion, fit_fusion, logit  # noqa: E402
 from soundsentry.hashing import file_sha256  # noqa: E402
 from soundsentry.metrics import binary_report  # noqa: E402
 from soundsentry.networks import load_tkan_network  # noqa: E402
@@ -81,6 +92,7 @@ from soundsentry.vad import SileroVad  # noqa: E402
 
 log = logging.getLogger("train_fusion")
 CROP_S = 4.0
+WEIGHTINGS = ("heldout", "equal", "calibration-fakes")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,12 +116,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="manifest(s) or folder(s) whose fakes come from generators no member trained on "
                              "(e.g. ../shared/corpus: its ALGAN-VC fakes); Platt and thresholds are fitted on them "
                              "against the held-out reals; repeatable")
+    parser.add_argument("--weights", choices=WEIGHTINGS, default="heldout",
+                        help="how the members combine: fitted on held-out speakers, equal after scaling each "
+                             "logit by its spread over held-out reals, or fitted on the calibration fakes "
+                             "(default %(default)s; see the module docstring)")
     args = parser.parse_args(argv)
     args.members = [m for m in MEMBERS if m in args.members]  # one column order everywhere below
     if args.unseen_generators and args.members != ["flatness"]:
         parser.error("--unseen-generators refits the member once per fake family: only --members flatness")
     if args.unseen_generators and args.calibration_fakes:
         parser.error("--unseen-generators and --calibration-fakes are two ways to calibrate: choose one")
+    if args.weights == "calibration-fakes" and not args.calibration_fakes:
+        parser.error("--weights calibration-fakes needs --calibration-fakes")
     return args
 
 
@@ -216,29 +234,54 @@ def fuse(members: list[str], weights: tuple[float, ...], bias: float, matrix: np
         {m: matrix[:, i] for i, m in enumerate(members)})
 
 
+def equal_weights(real_scores: np.ndarray) -> tuple[float, ...]:
+    """Weights that give each member's logit the same spread over real speech: 1 / its standard deviation.
+
+    ``real_scores``: (segment, member) P(fake) of held-out reals.
+    """
+    spread = logit(real_scores).std(axis=0)
+    if not np.all(spread > 1e-9):
+        raise ValueError(f"a member's logits do not vary over the held-out reals (standard deviations {spread})")
+    return tuple(float(w) for w in 1.0 / spread)
+
+
+def platt(members: list[str], weights: tuple[float, ...], bias: float, matrix: np.ndarray, labels: np.ndarray,
+          c: float = 1.0) -> tuple[tuple[float, ...], float, float, float]:
+    """A Platt scale and offset of the fused logit, fitted on these segments; the weights keep their ratio.
+
+    Returns (weights, bias, scale, offset)."""
+    (scale,), offset = fit_fusion(["fused"], fuse(members, weights, bias, matrix)[:, None], labels, c=c)
+    return tuple(scale * w for w in weights), scale * bias + offset, scale, offset
+
+
 def calibrate_on_unseen_fakes(
     members: list[str], weights: tuple[float, ...], bias: float, reals: tuple[np.ndarray, np.ndarray],
-    fakes: tuple[np.ndarray, np.ndarray], c: float = 1.0,
+    fakes: tuple[np.ndarray, np.ndarray], c: float = 1.0, refit_weights: bool = False,
 ) -> tuple[tuple[float, ...], float, dict[str, float], dict[str, Any]]:
     """Rescale a fusion fitted on held-out speakers: a Platt scale and offset of its logit, and thresholds,
     fitted on held-out reals against fakes of generators no member trained on.
 
-    ``reals``/``fakes``: ((segment, member) scores, (segment,) durations). The weights keep their ratio.
+    ``reals``/``fakes``: ((segment, member) scores, (segment,) durations). The weights keep their ratio,
+    unless ``refit_weights``: then the whole fusion (weights and bias) is refitted on those segments.
     Returns (weights, bias, thresholds per duration category, figures for the metadata).
     """
     matrix = np.vstack([reals[0], fakes[0]])
     labels = np.r_[np.zeros(len(reals[0]), dtype=int), np.ones(len(fakes[0]), dtype=int)]
-    (scale,), offset = fit_fusion(["fused"], fuse(members, weights, bias, matrix)[:, None], labels, c=c)
-    weights, bias = tuple(scale * w for w in weights), scale * bias + offset
+    if refit_weights:
+        scale, offset = 1.0, 0.0
+        weights, bias = fit_fusion(members, matrix, labels, c=c)
+        method = "weights, bias and thresholds from held-out reals against fakes of generators no member trained on"
+    else:
+        weights, bias, scale, offset = platt(members, weights, bias, matrix, labels, c=c)
+        method = ("weights from held-out speakers; Platt scale and offset of the fused logit and thresholds "
+                  "from held-out reals against fakes of generators no member trained on")
     calibrated = fuse(members, weights, bias, matrix)
     thresholds = category_thresholds(labels, calibrated, np.r_[reals[1], fakes[1]])
     report = binary_report(labels, calibrated, 0.5)
     log.info("calibration on unseen fakes: %d segments, fused EER %.3f, AUC %.3f, ECE %.3f; Platt scale %.3f, "
              "offset %.3f", labels.size, report["eer"], report["roc_auc"], report["ece"], scale, offset)
     figures = {
-        "method": "weights from held-out speakers; Platt scale and offset of the fused logit and thresholds "
-                  "from held-out reals against fakes of generators no member trained on",
-        "segments": int(labels.size), "fake_share": float(labels.mean()), "platt_scale": scale,
+        "method": method, "segments": int(labels.size), "fake_share": float(labels.mean()), "platt_scale": scale,
         "platt_offset": offset, "eer": report["eer"], "roc_auc": report["roc_auc"], "ece": report["ece"]}
     return weights, bias, thresholds, figures
 
@@ -302,7 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             flatness_model = fit_flatness_model(*flatness_rows[:2], c=flatness_c)
             matrix = held_scores.with_flatness(flatness_model)
-    weights, bias = fit_fusion(args.members, matrix, labels_array, c=args.c)
+    if args.weights == "equal":
+        weights, bias, _, _ = platt(args.members, equal_weights(matrix[labels_array == 0]), 0.0, matrix, labels_array,
+                                    c=args.c)
+    else:
+        weights, bias = fit_fusion(args.members, matrix, labels_array, c=args.c)
     thresholds = category_thresholds(labels_array, fuse(args.members, weights, bias, matrix), durations_array)
     calibration_figures = None
     if args.calibration_fakes:
@@ -313,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         reals = labels_array == 0
         weights, bias, thresholds, calibration_figures = calibrate_on_unseen_fakes(
             args.members, weights, bias, (matrix[reals], durations_array[reals]),
-            (fake_scores.with_flatness(flatness_model), fake_scores.durations), c=args.c)
+            (fake_scores.with_flatness(flatness_model), fake_scores.durations), c=args.c,
+            refit_weights=args.weights == "calibration-fakes")
         calibration_figures |= {"fakes": [str(d) for d in args.calibration_fakes], "fake_files": len(fakes),
                                 "fake_systems": sorted({item.system for item in fakes})}
     fused = fuse(args.members, weights, bias, matrix)  # calibrated, for the held-out figures below
@@ -335,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         "trained": time.strftime("%Y-%m-%d %H:%M:%S"),
         "data": [str(d) for d in args.data],
         "heldout_files": len(held), "heldout_segments": int(labels_array.size),
-        "heldout_groups": len(held_groups),
+        "heldout_groups": len(held_groups), "weights": args.weights,
         "conditions": ["whole file", f"{CROP_S:.0f} s crop", f"{CROP_S:.0f} s crop as WEBM/Opus 32 kb/s"],
         "calibration": ({"method": "unseen generators: the member refitted without each fake family in turn, "
                                    "scoring held-out reals and that family's held-out fakes", "folds": folds}

@@ -190,6 +190,26 @@ def test_flatness_and_fusion_training_end_to_end(labelled_dir: Path, tmp_path: P
     assert set(calibrated.thresholds) == {"very_short", "short", "normal"}
     assert Detector.load(DetectorConfig(data_dir=models)).predict(
         decode_file(labelled_dir / "real" / "v2s0.wav")).overall in ("Real", "Fake")
+
+    # the weights fitted on those fakes too: one logistic regression, so the ratio is its own
+    assert train_fusion.main(["--data", str(labelled_dir), "--models-dir", str(models), "--output", str(models),
+                              "--members", "cnn", "flatness", "--calibration-fakes", str(unseen),
+                              "--weights", "calibration-fakes"]) == 0
+    refitted = Fusion.load(models / "fusion.json")
+    assert refitted.metadata["calibration"]["method"].startswith("weights, bias and thresholds")
+    assert refitted.metadata["calibration"]["platt_scale"] == 1.0
+    assert refitted.weights[1] / refitted.weights[0] != pytest.approx(plain.weights[1] / plain.weights[0])
+    with pytest.raises(SystemExit):  # weights from calibration fakes that were not given
+        train_fusion.main(["--data", str(labelled_dir), "--models-dir", str(models), "--members", "cnn", "flatness",
+                           "--weights", "calibration-fakes"])
+    # equal weights: each member's logit scaled by its spread over the held-out reals, ratio kept by Platt
+    assert train_fusion.main(["--data", str(labelled_dir), "--models-dir", str(models), "--output", str(models),
+                              "--members", "cnn", "flatness", "--calibration-fakes", str(unseen),
+                              "--weights", "equal"]) == 0
+    equal = Fusion.load(models / "fusion.json")
+    assert equal.metadata["weights"] == "equal" and equal.members == ("cnn", "flatness")
+    assert Detector.load(DetectorConfig(data_dir=models)).predict(
+        decode_file(labelled_dir / "fake" / "v2s0-world_resynthesis.wav")).overall in ("Real", "Fake")
     with pytest.raises(SystemExit):  # two calibrations at once
         train_fusion.main(["--data", str(labelled_dir), "--models-dir", str(models), "--members", "flatness",
                            "--unseen-generators", "--calibration-fakes", str(unseen)])
@@ -214,3 +234,16 @@ def test_explore_tkan_columns_follow_the_feature_layout() -> None:
     np.testing.assert_allclose(row[columns(spec, ("lstm2",), 3)], activations.layer_mean[0, 1, top], rtol=1e-6)
     with pytest.raises(ValueError, match="std"):
         columns(FeatureSpec(k=8), ("lstm1",), 4, ("mean", "std"))
+
+
+def test_equal_fusion_weights_scale_each_member_by_its_spread_over_reals() -> None:
+    from soundsentry.fusion import logit
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(500, 2)) * np.array([2.0, 0.5])
+    weights = train_fusion.equal_weights(1.0 / (1.0 + np.exp(-logits)))
+    scaled = logit(1.0 / (1.0 + np.exp(-logits))) * np.array(weights)
+    np.testing.assert_allclose(scaled.std(axis=0), [1.0, 1.0], rtol=1e-6)
+    assert weights[1] / weights[0] == pytest.approx(logits[:, 0].std() / logits[:, 1].std(), rel=1e-6)
+    with pytest.raises(ValueError, match="do not vary"):
+        train_fusion.equal_weights(np.full((10, 2), 0.3))
