@@ -231,7 +231,7 @@ def test_augmentation_flags() -> None:
 
     assert parse_args([]).augmentation == "random"
     assert parse_args(["--augmentation", "opus"]).augmentation == "opus"
-    assert parse_args(["--no-augmentation"]).augmentation == "none"  # the shipped artefact's recorded command
+    assert parse_args(["--no-augmentation"]).augmentation == "none"  # older artefacts' recorded commands
     with pytest.raises(SystemExit):
         parse_args(["--augmentation", "mp3"])
 
