@@ -23,6 +23,10 @@ Steps
    training variants, half real and half fake (class-balanced), files in proportion to their length.
    AdamW, BCE on logits, gradient clipping, ``ReduceLROnPlateau`` on the held-out file-level EER,
    early stopping after ``--patience`` epochs without improvement, a wall-clock cap ``--max-minutes``.
+   Windows are normalised over their whole file, or with ``--normalise-span LEAST MOST`` over a random
+   span of LEAST-MOST seconds around them (floored and normalised on its own), the way the service
+   normalises each scoring segment (a 4 s chunk, or a stretch of at most 10 s) over itself. Held-out
+   files are normalised whole either way.
 5. **save**: the best epoch's weights → ``--output`` (float16 weights, config, feature definition,
    metadata) and the same metadata as JSON beside it.
 6. ``--eval-devset``: the saved artefact scores every ../shared/devset file (whole file, windows pooled)
@@ -46,6 +50,7 @@ import csv  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import multiprocessing  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
@@ -117,6 +122,9 @@ class TrainConfig:
     heldout_max_windows: int = 3  # per held-out file variant, evenly spread
     seed: int = 0
     split_seed: int | None = None  # the held-out split's seed; None: ``seed``
+    # Normalise each training window over a random span of this many seconds around it (floor and
+    # mean/variance, as the service treats a 4 s chunk), not over its whole file. None: whole file.
+    normalise_span_s: tuple[float, float] | None = None
     threads: int = 1  # measured faster than 2 on the shared 2-core machine
 
     @property
@@ -258,15 +266,18 @@ class SpectrogramSet:
     @classmethod
     def load(
         cls, items: Sequence[AudioItem], indices: Sequence[int], features: SpectralFeatures, *, variants: int,
-        seed: int, cache: Path, augmentation: str = "random",
+        seed: int, cache: Path, augmentation: str = "random", normalised: bool = True,
     ) -> SpectrogramSet:
+        """``normalised=False`` keeps the cached log power as it is (for :func:`span_window`)."""
         spectrograms, labels, owners = [], [], []
         for index in indices:
             for variant in range(variants):
                 path = cache_path(cache, features, seed, variant, items[index], augmentation)
                 if path.is_file():
-                    log_power = torch.from_numpy(np.load(path).astype(np.float32))
-                    spectrograms.append(normalise(log_power, features.normalisation).numpy().astype(np.float16))
+                    log_power = np.load(path).astype(np.float32)
+                    if normalised:
+                        log_power = normalise(torch.from_numpy(log_power), features.normalisation).numpy()
+                    spectrograms.append(log_power.astype(np.float16))
                     labels.append(items[index].label)
                     owners.append(index)
         return cls(spectrograms, np.array(labels, dtype=np.int64), np.array(owners, dtype=np.int64))
@@ -285,10 +296,25 @@ def random_window(spectrogram: np.ndarray, n_frames: int, rng: np.random.Generat
     return spectrogram[:, start : start + n_frames]
 
 
+def span_window(log_power: np.ndarray, features: SpectralFeatures, span_frames: tuple[int, int],
+                rng: np.random.Generator) -> np.ndarray:
+    """A random window of a random span of ``span_frames`` (least, most) frames, the span floored and
+    normalised on its own as :class:`~soundsentry.spectral.SpectralFrontEnd` treats a segment."""
+    total = log_power.shape[1]
+    length = min(total, int(rng.integers(span_frames[0], span_frames[1] + 1)))
+    start = int(rng.integers(0, total - length + 1))
+    span = log_power[:, start : start + length].astype(np.float32)
+    span = np.maximum(span, span.max() - features.dynamic_range_db / 10.0 * math.log(10.0))
+    span = normalise(torch.from_numpy(span), features.normalisation).numpy()
+    return random_window(span, features.n_frames, rng)
+
+
 def draw_epoch(
-    data: SpectrogramSet, n_windows: int, n_frames: int, rng: np.random.Generator
+    data: SpectrogramSet, n_windows: int, n_frames: int, rng: np.random.Generator,
+    span: tuple[SpectralFeatures, tuple[int, int]] | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
-    """``n_windows`` (window, label) pairs: half of each class, entries weighted by length."""
+    """``n_windows`` (window, label) pairs: half of each class, entries weighted by length. With ``span``
+    (features, (least, most) frames) the entries are raw log power, cut by :func:`span_window`."""
     weights = np.maximum(data.frames, n_frames).astype(np.float64)
     chosen = []
     for label, count in ((0, n_windows // 2), (1, n_windows - n_windows // 2)):
@@ -296,7 +322,15 @@ def draw_epoch(
         p = weights[members] / weights[members].sum()
         chosen.append(rng.choice(members, size=count, p=p))
     entries = rng.permutation(np.concatenate(chosen))
+    if span is not None:
+        return [span_window(data.spectrograms[e], *span, rng) for e in entries], data.labels[entries]
     return [random_window(data.spectrograms[e], n_frames, rng) for e in entries], data.labels[entries]
+
+
+def span_frames(features: SpectralFeatures, seconds: tuple[float, float]) -> tuple[int, int]:
+    """(least, most) seconds → frames, at least one window."""
+    least, most = (max(features.n_frames, round(s * features.sample_rate / features.hop_length)) for s in seconds)
+    return least, max(least, most)
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,11 +369,12 @@ def train(config: TrainConfig, features: SpectralFeatures, train_set: Spectrogra
         optimiser, mode="min", factor=config.lr_factor, patience=config.lr_patience
     )
     loss_fn = nn.BCEWithLogitsLoss()  # batches are class-balanced by draw_epoch
+    span = None if config.normalise_span_s is None else (features, span_frames(features, config.normalise_span_s))
     best: dict[str, Any] = {"criterion": float("inf"), "epoch": -1, "state": None}
     history, started, step = [], time.perf_counter(), 0
     for epoch in range(config.epochs):
         epoch_started = time.perf_counter()
-        windows, labels = draw_epoch(train_set, config.windows_per_epoch, features.n_frames, rng)
+        windows, labels = draw_epoch(train_set, config.windows_per_epoch, features.n_frames, rng, span)
         model.train()
         losses = []
         for first in range(0, len(windows), config.batch_size):
@@ -476,6 +511,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "mel: 128 log-mel bands (default linear)")
     parser.add_argument("--normalisation", choices=["utterance", "utterance_band"], default="utterance",
                         help="per-utterance mean/variance over all values, or per band (default utterance)")
+    parser.add_argument("--normalise-span", type=float, nargs=2, metavar=("LEAST_S", "MOST_S"),
+                        help="normalise each training window over a random span of LEAST_S-MOST_S seconds "
+                             "around it, as the service normalises a chunk over itself (default: over the "
+                             "whole file)")
     parser.add_argument("--data", type=Path, action="append", help="training manifest or folder; repeatable "
                         "(default: ../shared/corpus/manifest.csv and cache/spoofs/manifest.csv)")
     parser.add_argument("--output", type=Path, default=ROOT / "data" / "cnn_transformer.pt",
@@ -531,6 +570,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         holdout=args.holdout, epochs=args.epochs, windows_per_epoch=args.windows_per_epoch,
         learning_rate=args.learning_rate, patience=args.patience, max_minutes=args.max_minutes, seed=args.seed,
         threads=args.threads, split_seed=args.split_seed,
+        normalise_span_s=None if args.normalise_span is None else tuple(args.normalise_span),
     )
     features = SpectralFeatures(**config.features)
     every_kind = [SpectralFeatures(**{**config.features, "kind": kind}) for kind in FEATURE_KINDS]
@@ -547,7 +587,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.prepare_only:
         return {}
     train_set = SpectrogramSet.load(items, train_idx, features, variants=config.variants, seed=config.seed,
-                                    cache=args.cache, augmentation=config.augmentation)
+                                    cache=args.cache, augmentation=config.augmentation,
+                                    normalised=config.normalise_span_s is None)
     held_set = SpectrogramSet.load(items, held_idx, features, variants=config.variants, seed=config.seed,
                                    cache=args.cache, augmentation=config.augmentation)
 

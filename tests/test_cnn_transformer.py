@@ -171,21 +171,48 @@ def test_smoke_training_decreases_the_loss(real_and_fake) -> None:
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
 
 
-def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake) -> None:
+@pytest.mark.parametrize("span", [None, (2.0, 10.0)], ids=["whole-file", "span"])
+def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake, span) -> None:
     from scripts.train_cnn_transformer import SpectrogramSet, TrainConfig, train
 
     reals, fakes = real_and_fake
     features = SpectralFeatures(kind="mel")
     front_end = SpectralFrontEnd(features)
     spectrograms = [front_end(c).numpy().astype(np.float16) for c in reals + fakes]
-    data = SpectrogramSet(spectrograms, np.array([0, 0, 1, 1]), np.arange(4))
+    held = SpectrogramSet(spectrograms, np.array([0, 0, 1, 1]), np.arange(4))
+    data = held if span is None else SpectrogramSet(  # span normalisation trains on the raw log power
+        [front_end.log_power(c).numpy().astype(np.float16) for c in reals + fakes], held.labels, held.item_index)
     config = TrainConfig(model_config=TINY, epochs=3, windows_per_epoch=32, batch_size=16, warmup_steps=1,
-                         learning_rate=3e-3, threads=1)
-    model, summary = train(config, features, data, data)
+                         learning_rate=3e-3, threads=1, normalise_span_s=span)
+    model, summary = train(config, features, data, held)
     assert summary["epochs_run"] == 3 and 1 <= summary["best_epoch"] <= 3
     best = summary["history"][summary["best_epoch"] - 1]["heldout_eer"]
     assert best == min(h["heldout_eer"] for h in summary["history"])
     assert not model.training
+
+
+def test_span_windows_are_normalised_over_their_span_like_a_chunk_at_run_time(speech: np.ndarray) -> None:
+    """``--normalise-span``: a window cut from raw log power, floored and normalised over its own span.
+    With a span of exactly one window, each band of the window has zero mean and unit deviation, the
+    window is an affine image of a stretch of the raw input, and the gain of the input changes nothing."""
+    from scripts.train_cnn_transformer import span_frames, span_window
+
+    features = SpectralFeatures(kind="high", normalisation="utterance_band")
+    assert span_frames(features, (2.0, 10.0)) == (128, 625)  # 2 s is 125 frames: at least one window
+    assert span_frames(features, (4.0, 3.0)) == (250, 250)
+    raw = SpectralFrontEnd(features).log_power(speech).numpy()
+    window = span_window(raw, features, (128, 128), np.random.default_rng(3))
+    assert window.shape == (128, 128)
+    np.testing.assert_allclose(window.mean(axis=1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(window.std(axis=1), 1.0, atol=1e-3)
+    louder = span_window(raw + 2.0, features, (128, 128), np.random.default_rng(3))  # +2 in log power: gain
+    np.testing.assert_allclose(louder, window, atol=1e-4)
+    band = 60  # a band whose raw values the floor does not touch much: find the window's stretch
+    correlation = [np.corrcoef(raw[band, s : s + 128], window[band])[0, 1] for s in range(raw.shape[1] - 127)]
+    assert max(correlation) > 0.99
+    wide = [span_window(raw, features, (128, 625), np.random.default_rng(seed)) for seed in range(20)]
+    assert all(w.shape == (128, 128) for w in wide)
+    assert np.abs(np.mean([w.mean(axis=1) for w in wide])) < 0.5 and max(np.abs(w.mean()) for w in wide) > 1e-3
 
 
 def test_cache_without_augmentation_holds_each_file_as_it_is(tmp_path: Path, speech_wav: Path) -> None:
@@ -232,6 +259,8 @@ def test_augmentation_flags() -> None:
     assert parse_args([]).augmentation == "random"
     assert parse_args(["--augmentation", "opus"]).augmentation == "opus"
     assert parse_args(["--no-augmentation"]).augmentation == "none"  # older artefacts' recorded commands
+    assert parse_args([]).normalise_span is None
+    assert parse_args(["--normalise-span", "2", "10"]).normalise_span == [2.0, 10.0]
     with pytest.raises(SystemExit):
         parse_args(["--augmentation", "mp3"])
 
