@@ -39,14 +39,26 @@ def devset_section(title: str, metrics: dict) -> list[str]:
 
 def cnn_section(path: Path) -> list[str]:
     meta = json.loads(path.read_text())
-    info, held = meta["metadata"], meta["metadata"].get("heldout", {})
+    info = meta["metadata"]
+    networks = meta.get("networks", 1)
     lines = ["## CNN-Transformer scorer (`data/cnn_transformer.pt`)", "",
              f"- Input: `{json.dumps(meta['features'])}`; model: `{json.dumps(meta['model_config'])}`, "
-             f"{meta.get('parameters', 0):,} parameters.",
-             f"- Trained {info.get('trained')} with `{info.get('command')}` on {info['data']['files']} files "
-             f"({info['data']['fake_files']} fake): {json.dumps(info['data'].get('files_per_source_label'))}.",
-             f"- Held-out speakers ({len(info['data'].get('heldout_groups', []))} groups; they pick the epoch): "
-             f"EER {pct(held.get('eer'))}; per system {json.dumps({k: round(v, 3) for k, v in held.get('per_system_eer_vs_all_reals', {}).items()})}."]
+             f"{meta.get('parameters', 0):,} parameters"
+             + (f" in {networks} networks whose window logits are averaged." if networks > 1 else "."),
+             f"- Training data: {info['data']['files']} files ({info['data']['fake_files']} fake): "
+             f"{json.dumps(info['data'].get('files_per_source_label'))}."]
+    if "ensemble_of" in info:
+        lines.append(f"- Combined {info.get('trained')} with `{info.get('command')}` from:")
+        members = [(f"  - `{m.get('artefact')}`: trained", m) for m in info["ensemble_of"]]
+    else:
+        members = [("- Trained", info)]
+    for prefix, member in members:
+        held, dev = member.get("heldout", {}), member.get("devset")
+        lines.append(
+            f"{prefix} {member.get('trained')} with `{member.get('command')}`; held-out speakers "
+            f"({len(info['data'].get('heldout_groups', []))} groups; they pick the epoch): EER {pct(held.get('eer'))}; "
+            f"per system {json.dumps({k: round(v, 3) for k, v in held.get('per_system_eer_vs_all_reals', {}).items()})}"
+            + (f"; alone on ../shared/devset {pct(dev['pooled_eer'])}." if dev and member is not info else "."))
     if "devset" in info:
         dev = info["devset"]
         lines.append(f"- Alone on ../shared/devset (whole files, windows pooled): EER {pct(dev['pooled_eer'])}; "

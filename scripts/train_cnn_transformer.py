@@ -549,6 +549,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         metavar="MANIFEST", help="after training, score ../shared/devset (validation only)")
     parser.add_argument("--benchmark", action="store_true", help="time one 4 s chunk with 1 and 2 threads")
     parser.add_argument("--prepare-only", action="store_true", help="build the cache and stop")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="ARTEFACT",
+                        help="train nothing: write the given artefacts' networks to --output as one ensemble "
+                             "(window logits averaged); they must share the input and the held-out split "
+                             "(train them with one --split-seed). --eval-devset and --benchmark apply")
     return parser.parse_args(argv)
 
 
@@ -561,9 +565,35 @@ def select_items(locations: Sequence[Path], limit: int | None, seed: int) -> lis
     return items
 
 
+def combine(paths: Sequence[Path], command: str) -> tuple[list[CNNTransformer], SpectralFeatures, dict[str, Any]]:
+    """Networks of several artefacts as one ensemble, with metadata that keeps each member's record.
+    The members must share the input and the held-out speakers (the fusion is fitted on those)."""
+    members = [load_artefact(path) for path in paths]
+    features, data = members[0][1], members[0][2].get("data", {})
+    for path, (_, other_features, metadata) in zip(paths, members, strict=True):
+        if other_features != features:
+            raise SystemExit(f"{path} takes other input than {paths[0]}: {other_features} vs {features}")
+        if metadata.get("data", {}).get("heldout_groups") != data.get("heldout_groups"):
+            raise SystemExit(f"{path} held out other speakers than {paths[0]}: train the members of an ensemble "
+                             "with the same --split-seed")
+    metadata = {
+        "trained": time.strftime("%Y-%m-%d %H:%M:%S"), "command": command,
+        "ensemble_of": [{"artefact": str(path), **{k: m[k] for k in ("trained", "command", "heldout", "training",
+                                                                      "devset") if k in m}}
+                        for path, (_, _, m) in zip(paths, members, strict=True)],
+        "data": data,
+        "versions": provenance(),
+    }
+    return [network for networks, _, _ in members for network in networks], features, metadata
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    command = "python -m scripts.train_cnn_transformer " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.combine:
+        networks, features, metadata = combine(args.combine, command)
+        return finish(args, networks, features, metadata)
     config = TrainConfig(
         features={"kind": args.features, "normalisation": args.normalisation}, model_config=args.model_config,
         variants=1 if args.augmentation == "none" else args.variants, augmentation=args.augmentation,
@@ -596,7 +626,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model, summary = train(config, features, train_set, held_set)
     metadata: dict[str, Any] = {
         "trained": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": "python -m scripts.train_cnn_transformer " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command,
         "config": config.to_dict(),
         "data": {
             "manifests": [str(p) for p in (args.data or DEFAULT_DATA)],
@@ -613,7 +643,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     log.info("held-out EER %.4f (best epoch %d of %d)", metadata["heldout"]["eer"], summary["best_epoch"],
              summary["epochs_run"])
-    save_artefact(args.output, model, features, metadata)
+    return finish(args, model, features, metadata)
+
+
+def finish(args: argparse.Namespace, networks: CNNTransformer | list[CNNTransformer], features: SpectralFeatures,
+           metadata: dict[str, Any]) -> dict[str, Any]:
+    """Save, then score the saved artefact on the devset and time it if asked, and save with those figures."""
+    save_artefact(args.output, networks, features, metadata)
 
     scorer = SpectralScorer(*load_artefact(args.output)[:2])  # evaluate what ships (float16 round trip)
     if args.eval_devset:
@@ -623,7 +659,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.benchmark:
         metadata["timing_4s_chunk"] = benchmark(scorer)
         log.info("one 4 s chunk: %s", metadata["timing_4s_chunk"])
-    save_artefact(args.output, model, features, metadata)
+    save_artefact(args.output, networks, features, metadata)
     log.info("wrote %s and %s", args.output, args.output.with_suffix(".json"))
     return metadata
 

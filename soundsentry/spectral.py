@@ -22,12 +22,15 @@ Feature definition (defaults; the shipped artefact says which ``kind`` it uses)
 
 Segments longer than one window are scored window by window (windows spread evenly, at most
 ``n_frames`` apart, the last one flush with the end) and the logits averaged; shorter ones are
-repeat-padded to one window (the frames are tiled, after normalisation).
+repeat-padded to one window (the frames are tiled, after normalisation). An artefact may hold several
+networks of one architecture and input (an ensemble, e.g. seeds of one recipe): each window's logit
+is then the mean of theirs.
 
 Artefact (``data/cnn_transformer.pt``, torch, loads with ``weights_only=True``)
 ------------------------------------------------------------------------------
-``{"format", "state_dict" (float16), "model_config", "features", "metadata"}``, and beside it
-``data/cnn_transformer.json`` (the same config, feature definition and metadata, readable by people).
+``{"format", "state_dicts" (a list, one per network, float16), "model_config", "features", "metadata"}``,
+and beside it ``data/cnn_transformer.json`` (the same config, feature definition and metadata, readable
+by people). Format ``/1`` artefacts (one ``"state_dict"``) still load.
 
 Usage
 -----
@@ -55,7 +58,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from soundsentry.cnn_transformer import CNNTransformer
 from soundsentry.errors import ModelLoadError
 
-ARTEFACT_FORMAT = "soundsentry.cnn_transformer/1"
+ARTEFACT_FORMAT = "soundsentry.cnn_transformer/2"
+_SINGLE_NETWORK_FORMAT = "soundsentry.cnn_transformer/1"  # "state_dict" instead of "state_dicts"
 DEFAULT_ARTEFACT = Path(__file__).resolve().parent.parent / "data" / "cnn_transformer.pt"
 FEATURE_KINDS = ("linear", "mel", "high")
 NORMALISATIONS = ("utterance", "utterance_band")
@@ -201,6 +205,29 @@ def spectrogram_windows(spectrogram: torch.Tensor, n_frames: int) -> torch.Tenso
     return torch.stack([spectrogram[:, s : s + n_frames] for s in window_starts(total, n_frames)])
 
 
+class LogitMean(torch.nn.Module):
+    """Networks of one architecture as one: (window, band, frame) → mean of their logits."""
+
+    def __init__(self, networks: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        self.networks = torch.nn.ModuleList(networks)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        if len(self.networks) == 1:
+            return self.networks[0](windows)
+        return torch.stack([network(windows) for network in self.networks]).mean(dim=0)
+
+
+def as_networks(models: CNNTransformer | Sequence[CNNTransformer]) -> list[CNNTransformer]:
+    """One network or several of one configuration → a list; raises ``ValueError`` otherwise."""
+    networks = [models] if isinstance(models, CNNTransformer) else list(models)
+    if not networks:
+        raise ValueError("no CNN-Transformer networks given")
+    if any(n.config != networks[0].config for n in networks[1:]):
+        raise ValueError("the networks of an ensemble must share one configuration")
+    return networks
+
+
 def inference_copy(model: CNNTransformer) -> CNNTransformer:
     """An eval-mode copy with batch norm folded into the convolutions and channels-last weights
     (3-4× faster on CPU: max-pooling is slow on channels-first tensors). Same outputs to ~1e-5."""
@@ -216,8 +243,9 @@ class SpectralScorer:
 
     Parameters
     ----------
-    model
-        A trained :class:`CNNTransformer`; it is copied for inference (the argument is not changed).
+    models
+        A trained :class:`CNNTransformer`, or several of one configuration (their window logits are
+        averaged); they are copied for inference (the arguments are not changed).
     features
         The feature definition the model was trained on.
     metadata
@@ -229,13 +257,17 @@ class SpectralScorer:
 
     name = "cnn_transformer"
 
-    def __init__(self, model: CNNTransformer, features: SpectralFeatures, metadata: Mapping[str, Any] | None = None):
-        if model.config["n_bands"] != features.n_bands:
-            raise ValueError(f"model expects {model.config['n_bands']} bands, features give {features.n_bands}")
+    def __init__(self, models: CNNTransformer | Sequence[CNNTransformer], features: SpectralFeatures,
+                 metadata: Mapping[str, Any] | None = None):
+        networks = as_networks(models)
+        config = networks[0].config
+        if config["n_bands"] != features.n_bands:
+            raise ValueError(f"model expects {config['n_bands']} bands, features give {features.n_bands}")
         self.features = features
         self.front_end = SpectralFrontEnd(features)
-        self.model = inference_copy(model)
-        self.model_config = dict(model.config)
+        self.model = LogitMean([inference_copy(n) for n in networks])
+        self.networks = len(networks)
+        self.model_config = dict(config)
         self.metadata = dict(metadata or {})
 
     @property
@@ -245,8 +277,8 @@ class SpectralScorer:
     @classmethod
     def load(cls, path: Path = DEFAULT_ARTEFACT) -> SpectralScorer:
         """Load our own artefact; raise :class:`~soundsentry.errors.ModelLoadError` if anything is off."""
-        model, features, metadata = load_artefact(path)
-        return cls(model, features, metadata)
+        networks, features, metadata = load_artefact(path)
+        return cls(networks, features, metadata)
 
     def windows(self, samples: np.ndarray) -> torch.Tensor:
         """(time,) → (window, band, frame) normalised log-spectrogram windows of one segment."""
@@ -289,6 +321,7 @@ class SpectralScorer:
             "features": self.features.to_dict(),
             "window_s": round(self.features.window_s, 4),
             "model_config": self.model_config,
+            "networks": self.networks,
             "training": self.metadata,
         }
 
@@ -298,19 +331,22 @@ class SpectralScorer:
 
 
 def save_artefact(
-    path: Path, model: CNNTransformer, features: SpectralFeatures, metadata: Mapping[str, Any] | None = None
+    path: Path, models: CNNTransformer | Sequence[CNNTransformer], features: SpectralFeatures,
+    metadata: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write ``path`` (weights in float16, config, features, metadata) and ``path.with_suffix('.json')``."""
+    """Write ``path`` (weights in float16, config, features, metadata) and ``path.with_suffix('.json')``.
+    Several networks of one configuration make an ensemble (see the module docstring)."""
+    networks = as_networks(models)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        name: (value.half() if value.is_floating_point() else value).clone()
-        for name, value in model.state_dict().items()
-    }
+    states = [
+        {name: (value.half() if value.is_floating_point() else value).clone() for name, value in n.state_dict().items()}
+        for n in networks
+    ]
     plain_metadata = json.loads(json.dumps(dict(metadata or {}), default=float))  # weights_only-safe types
     bundle = {
         "format": ARTEFACT_FORMAT,
-        "state_dict": state,
-        "model_config": dict(model.config),
+        "state_dicts": states,
+        "model_config": dict(networks[0].config),
         "features": features.to_dict(),
         "metadata": plain_metadata,
     }
@@ -319,13 +355,14 @@ def save_artefact(
     temporary.replace(path)
     description = {k: bundle[k] for k in ("format", "model_config", "features")}
     description["feature_key"] = features.key
-    description["parameters"] = sum(p.numel() for p in model.parameters())
+    description["networks"] = len(networks)
+    description["parameters"] = sum(p.numel() for n in networks for p in n.parameters())
     description["metadata"] = plain_metadata
     path.with_suffix(".json").write_text(json.dumps(description, indent=2) + "\n")
 
 
-def load_artefact(path: Path) -> tuple[CNNTransformer, SpectralFeatures, dict[str, Any]]:
-    """(model in eval mode, float32; feature definition; metadata). Raises :class:`ModelLoadError`."""
+def load_artefact(path: Path) -> tuple[list[CNNTransformer], SpectralFeatures, dict[str, Any]]:
+    """(networks in eval mode, float32; feature definition; metadata). Raises :class:`ModelLoadError`."""
     path = Path(path)
     retrain = "python -m scripts.train_cnn_transformer"
     if not path.is_file():
@@ -340,7 +377,7 @@ def load_artefact(path: Path) -> tuple[CNNTransformer, SpectralFeatures, dict[st
             f"Cannot read the CNN-Transformer weights {path} ({type(error).__name__}: {error}). The file is "
             f"corrupt or not a torch checkpoint; restore it from git or retrain with `{retrain}`."
         ) from error
-    if not isinstance(bundle, dict) or bundle.get("format") != ARTEFACT_FORMAT:
+    if not isinstance(bundle, dict) or bundle.get("format") not in (ARTEFACT_FORMAT, _SINGLE_NETWORK_FORMAT):
         found = bundle.get("format") if isinstance(bundle, dict) else type(bundle).__name__
         raise ModelLoadError(
             f"{path} is not a CNN-Transformer artefact of format {ARTEFACT_FORMAT!r} (found {found!r}). "
@@ -348,17 +385,24 @@ def load_artefact(path: Path) -> tuple[CNNTransformer, SpectralFeatures, dict[st
         )
     try:
         features = SpectralFeatures.from_dict(bundle["features"])
-        model = CNNTransformer(bundle["model_config"])
-        if model.config["n_bands"] != features.n_bands or model.config["n_frames"] != features.n_frames:
+        config = CNNTransformer.merge_config(bundle["model_config"])
+        if config["n_bands"] != features.n_bands or config["n_frames"] != features.n_frames:
             raise ValueError(
-                f"the model takes {model.config['n_bands']}×{model.config['n_frames']} windows but the features "
+                f"the model takes {config['n_bands']}×{config['n_frames']} windows but the features "
                 f"give {features.n_bands}×{features.n_frames}"
             )
-        state = {k: v.float() if v.is_floating_point() else v for k, v in bundle["state_dict"].items()}
-        model.load_state_dict(state, strict=True)
+        states = [bundle["state_dict"]] if bundle["format"] == _SINGLE_NETWORK_FORMAT else bundle["state_dicts"]
+        if not states:
+            raise ValueError("no networks in the artefact")
+        networks = []
+        for state in states:
+            network = CNNTransformer(bundle["model_config"])
+            network.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                                    strict=True)
+            networks.append(network.eval())
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise ModelLoadError(
             f"The CNN-Transformer artefact {path} does not match this code ({type(error).__name__}: {error}). "
             f"It was written by another version; retrain with `{retrain}`."
         ) from error
-    return model.eval(), features, dict(bundle.get("metadata", {}))
+    return networks, features, dict(bundle.get("metadata", {}))

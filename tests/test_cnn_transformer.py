@@ -7,6 +7,7 @@ Audio is made here with espeak-ng (reals) and Griffin-Lim re-synthesis of it (fa
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -318,13 +319,73 @@ def test_missing_corrupt_and_mismatched_artefacts_raise_model_load_error(tmp_pat
         {"model_config": {**bundle["model_config"], "d_model": 64}},  # weights of another shape
         {"features": {**bundle["features"], "n_bands": 64}},  # features the model does not take
         {"features": {**bundle["features"], "kind": "cqt"}},  # unknown feature kind
-        {"state_dict": {k: v for k, v in bundle["state_dict"].items() if not k.startswith("head")}},
+        {"state_dicts": [{k: v for k, v in bundle["state_dicts"][0].items() if not k.startswith("head")}]},
+        {"state_dicts": []},  # no network at all
     ):
         mismatched = tmp_path / "mismatched.pt"
         torch.save({**bundle, **change}, mismatched)
         with pytest.raises(ModelLoadError, match="does not match"):
             SpectralScorer.load(mismatched)
     assert bundle["format"] == ARTEFACT_FORMAT
+
+
+def test_an_ensemble_averages_its_networks_window_logits(tmp_path: Path, speech: np.ndarray) -> None:
+    """Several networks in one artefact: each window's logit is the mean of theirs, so a segment's pooled
+    logit is the mean of the members' pooled logits; networks of different shapes cannot be combined."""
+    features = SpectralFeatures(kind="high", normalisation="utterance_band")
+    members = [tiny_model(seed).eval() for seed in (0, 1)]
+    segments = [speech, speech[: SAMPLE_RATE], speech[: 4 * SAMPLE_RATE]]
+    alone = [SpectralScorer(m, features).logits_many(segments) for m in members]
+    assert not np.allclose(alone[0], alone[1])  # two different networks
+    together = SpectralScorer(members, features)
+    np.testing.assert_allclose(together.logits_many(segments), np.mean(alone, axis=0), atol=1e-5)
+    path = tmp_path / "ensemble.pt"
+    save_artefact(path, members, features, {"note": "two seeds"})
+    loaded = SpectralScorer.load(path)
+    assert loaded.info()["networks"] == 2 and json.loads(path.with_suffix(".json").read_text())["networks"] == 2
+    np.testing.assert_allclose(loaded.logits_many(segments), np.mean(alone, axis=0), atol=5e-3)  # float16
+    with pytest.raises(ValueError, match="share one configuration"):
+        SpectralScorer([members[0], CNNTransformer({**TINY, "d_model": 16})], features)
+    with pytest.raises(ValueError, match="no CNN-Transformer"):
+        SpectralScorer([], features)
+
+
+def test_combine_writes_an_ensemble_of_artefacts_that_share_their_held_out_speakers(tmp_path: Path,
+                                                                                    speech: np.ndarray) -> None:
+    from scripts.train_cnn_transformer import main
+
+    features = SpectralFeatures(kind="high", normalisation="utterance_band")
+    paths = [tmp_path / f"seed{seed}.pt" for seed in (0, 1, 2)]
+    for seed, path in enumerate(paths):
+        groups = ["s1", "s2"] if seed < 2 else ["s3"]  # the third held out other speakers
+        save_artefact(path, tiny_model(seed), features, {"command": f"seed {seed}", "heldout": {"eer": 0.1},
+                                                         "data": {"files": 4, "heldout_groups": groups}})
+    output = tmp_path / "ensemble.pt"
+    metadata = main(["--combine", str(paths[0]), str(paths[1]), "--output", str(output)])
+    assert [m["command"] for m in metadata["ensemble_of"]] == ["seed 0", "seed 1"]
+    assert metadata["data"]["heldout_groups"] == ["s1", "s2"]  # what train_fusion fits on
+    ensemble = SpectralScorer.load(output)
+    alone = [SpectralScorer.load(p).logits_many([speech])[0] for p in paths[:2]]
+    assert ensemble.info()["networks"] == 2
+    np.testing.assert_allclose(ensemble.logits_many([speech])[0], np.mean(alone), atol=1e-4)
+    with pytest.raises(SystemExit, match="same --split-seed"):
+        main(["--combine", str(paths[0]), str(paths[2]), "--output", str(tmp_path / "bad.pt")])
+    save_artefact(paths[2], tiny_model(2), SpectralFeatures(kind="high"), {"data": {"heldout_groups": ["s1", "s2"]}})
+    with pytest.raises(SystemExit, match="other input"):
+        main(["--combine", str(paths[0]), str(paths[2]), "--output", str(tmp_path / "bad.pt")])
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_single_network_artefacts_of_format_1_still_load(tmp_path: Path, speech: np.ndarray) -> None:
+    features = SpectralFeatures(kind="high")
+    path = tmp_path / "cnn.pt"
+    save_artefact(path, tiny_model(), features)
+    bundle = torch.load(path, weights_only=True)
+    old = {**{k: v for k, v in bundle.items() if k != "state_dicts"},
+           "format": "soundsentry.cnn_transformer/1", "state_dict": bundle["state_dicts"][0]}
+    torch.save(old, path)
+    expected = SpectralScorer(tiny_model(), features).score(speech)
+    np.testing.assert_allclose(SpectralScorer.load(path).score(speech), expected, atol=5e-3)
 
 
 def test_shipped_artefact_scores_speech(speech: np.ndarray) -> None:
@@ -336,7 +397,8 @@ def test_shipped_artefact_scores_speech(speech: np.ndarray) -> None:
     many = scorer.score_many([speech, speech[: 4 * SAMPLE_RATE]])
     assert many.shape == (2,) and np.isclose(many[0], probability, atol=1e-5)
     info = scorer.info()
-    assert info["features"]["kind"] in FEATURE_KINDS and "heldout" in info["training"]
+    assert info["features"]["kind"] in FEATURE_KINDS
+    assert "heldout" in info["training"] or all("heldout" in m for m in info["training"]["ensemble_of"])
 
 
 def test_many_segments_are_scored_in_bounded_batches_with_the_same_result(speech: np.ndarray, monkeypatch) -> None:
