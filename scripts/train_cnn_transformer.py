@@ -26,7 +26,8 @@ Steps
    Windows are normalised over their whole file, or with ``--normalise-span LEAST MOST`` over a random
    span of LEAST-MOST seconds around them (floored and normalised on its own), the way the service
    normalises each scoring segment (a 4 s chunk, or a stretch of at most 10 s) over itself. Held-out
-   files are normalised whole either way.
+   files are normalised whole either way. ``--spec-augment N`` zeroes N stretches of bands and N of
+   frames in each training window (SpecAugment), both classes alike.
 5. **save**: the best epoch's weights → ``--output`` (float16 weights, config, feature definition,
    metadata) and the same metadata as JSON beside it.
 6. ``--eval-devset``: the saved artefact scores every ../shared/devset file (whole file, windows pooled)
@@ -125,6 +126,10 @@ class TrainConfig:
     # Normalise each training window over a random span of this many seconds around it (floor and
     # mean/variance, as the service treats a 4 s chunk), not over its whole file. None: whole file.
     normalise_span_s: tuple[float, float] | None = None
+    # SpecAugment-style masking of training windows (Park et al., 2019): this many stretches of up to
+    # ``mask_width`` bands and as many of up to ``mask_width`` frames set to 0 (the normalised mean). 0: off.
+    spec_masks: int = 0
+    mask_width: int = 16
     threads: int = 1  # measured faster than 2 on the shared 2-core machine
 
     @property
@@ -327,6 +332,21 @@ def draw_epoch(
     return [random_window(data.spectrograms[e], n_frames, rng) for e in entries], data.labels[entries]
 
 
+def spec_augment(window: np.ndarray, masks: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A copy of a normalised (band, frame) window with ``masks`` band stretches and ``masks`` frame
+    stretches, each 0 to ``width`` wide, set to 0 (SpecAugment's frequency and time masks)."""
+    window = window.copy()
+    for axis in (0, 1):
+        for _ in range(masks):
+            size = int(rng.integers(0, width + 1))
+            start = int(rng.integers(0, window.shape[axis] - size + 1))
+            if axis == 0:
+                window[start : start + size, :] = 0.0
+            else:
+                window[:, start : start + size] = 0.0
+    return window
+
+
 def span_frames(features: SpectralFeatures, seconds: tuple[float, float]) -> tuple[int, int]:
     """(least, most) seconds → frames, at least one window."""
     least, most = (max(features.n_frames, round(s * features.sample_rate / features.hop_length)) for s in seconds)
@@ -375,6 +395,8 @@ def train(config: TrainConfig, features: SpectralFeatures, train_set: Spectrogra
     for epoch in range(config.epochs):
         epoch_started = time.perf_counter()
         windows, labels = draw_epoch(train_set, config.windows_per_epoch, features.n_frames, rng, span)
+        if config.spec_masks:
+            windows = [spec_augment(w, config.spec_masks, config.mask_width, rng) for w in windows]
         model.train()
         losses = []
         for first in range(0, len(windows), config.batch_size):
@@ -515,6 +537,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="normalise each training window over a random span of LEAST_S-MOST_S seconds "
                              "around it, as the service normalises a chunk over itself (default: over the "
                              "whole file)")
+    parser.add_argument("--spec-augment", type=int, default=TrainConfig.spec_masks, metavar="MASKS",
+                        help="SpecAugment: MASKS band stretches and MASKS frame stretches of up to 16 each, "
+                             "zeroed in every training window (default 0: off)")
     parser.add_argument("--data", type=Path, action="append", help="training manifest or folder; repeatable "
                         "(default: ../shared/corpus/manifest.csv and cache/spoofs/manifest.csv)")
     parser.add_argument("--output", type=Path, default=ROOT / "data" / "cnn_transformer.pt",
@@ -601,6 +626,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         learning_rate=args.learning_rate, patience=args.patience, max_minutes=args.max_minutes, seed=args.seed,
         threads=args.threads, split_seed=args.split_seed,
         normalise_span_s=None if args.normalise_span is None else tuple(args.normalise_span),
+        spec_masks=args.spec_augment,
     )
     features = SpectralFeatures(**config.features)
     every_kind = [SpectralFeatures(**{**config.features, "kind": kind}) for kind in FEATURE_KINDS]

@@ -172,8 +172,8 @@ def test_smoke_training_decreases_the_loss(real_and_fake) -> None:
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
 
 
-@pytest.mark.parametrize("span", [None, (2.0, 10.0)], ids=["whole-file", "span"])
-def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake, span) -> None:
+@pytest.mark.parametrize(("span", "masks"), [(None, 0), ((2.0, 10.0), 2)], ids=["whole-file", "span-masked"])
+def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake, span, masks) -> None:
     from scripts.train_cnn_transformer import SpectrogramSet, TrainConfig, train
 
     reals, fakes = real_and_fake
@@ -184,7 +184,7 @@ def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake
     data = held if span is None else SpectrogramSet(  # span normalisation trains on the raw log power
         [front_end.log_power(c).numpy().astype(np.float16) for c in reals + fakes], held.labels, held.item_index)
     config = TrainConfig(model_config=TINY, epochs=3, windows_per_epoch=32, batch_size=16, warmup_steps=1,
-                         learning_rate=3e-3, threads=1, normalise_span_s=span)
+                         learning_rate=3e-3, threads=1, normalise_span_s=span, spec_masks=masks)
     model, summary = train(config, features, data, held)
     assert summary["epochs_run"] == 3 and 1 <= summary["best_epoch"] <= 3
     best = summary["history"][summary["best_epoch"] - 1]["heldout_eer"]
@@ -214,6 +214,21 @@ def test_span_windows_are_normalised_over_their_span_like_a_chunk_at_run_time(sp
     wide = [span_window(raw, features, (128, 625), np.random.default_rng(seed)) for seed in range(20)]
     assert all(w.shape == (128, 128) for w in wide)
     assert np.abs(np.mean([w.mean(axis=1) for w in wide])) < 0.5 and max(np.abs(w.mean()) for w in wide) > 1e-3
+
+
+def test_spec_augment_zeroes_stretches_of_bands_and_frames_and_nothing_else() -> None:
+    from scripts.train_cnn_transformer import spec_augment
+
+    rng = np.random.default_rng(0)
+    window = rng.normal(size=(128, 128)).astype(np.float32) + 5.0  # no zeros of its own
+    masked = spec_augment(window, 2, 16, np.random.default_rng(1))
+    assert masked.shape == window.shape and not np.shares_memory(masked, window)
+    zero = masked == 0.0
+    np.testing.assert_array_equal(masked[~zero], window[~zero])  # untouched outside the masks
+    full_bands, full_frames = zero.all(axis=1), zero.all(axis=0)
+    assert np.array_equal(zero, full_bands[:, None] | full_frames[None, :])  # whole bands and whole frames
+    assert 0 < full_bands.sum() <= 32 and 0 < full_frames.sum() <= 32
+    np.testing.assert_array_equal(spec_augment(window, 0, 16, rng), window)
 
 
 def test_cache_without_augmentation_holds_each_file_as_it_is(tmp_path: Path, speech_wav: Path) -> None:
@@ -262,6 +277,7 @@ def test_augmentation_flags() -> None:
     assert parse_args(["--no-augmentation"]).augmentation == "none"  # older artefacts' recorded commands
     assert parse_args([]).normalise_span is None
     assert parse_args(["--normalise-span", "2", "10"]).normalise_span == [2.0, 10.0]
+    assert parse_args([]).spec_augment == 0 and parse_args(["--spec-augment", "2"]).spec_augment == 2
     with pytest.raises(SystemExit):
         parse_args(["--augmentation", "mp3"])
 
