@@ -25,6 +25,7 @@ from soundsentry.spectral import (
     SpectralFrontEnd,
     SpectralScorer,
     band_matrix,
+    frozen_copy,
     inference_copy,
     save_artefact,
     spectrogram_windows,
@@ -83,7 +84,7 @@ def test_config_is_merged_not_mutated_and_checked() -> None:
         CNNTransformer()(torch.randn(1, 64, 128))
 
 
-def test_inference_copy_matches_the_eval_model() -> None:
+def test_inference_and_frozen_copies_match_the_eval_model() -> None:
     model = tiny_model()
     with torch.no_grad():  # non-trivial batch-norm statistics
         for block in model.cnn:
@@ -91,8 +92,12 @@ def test_inference_copy_matches_the_eval_model() -> None:
             block.norm.running_var.uniform_(0.5, 2.0)
     model.eval()
     x = torch.randn(2, 128, 128)
+    frozen = frozen_copy(model)  # traced with two windows: any number must work
     with torch.inference_mode():
         assert torch.allclose(inference_copy(model)(x), model(x), atol=1e-4)
+        for windows in (1, 2, 7, 16):
+            x = torch.randn(windows, 128, 128)
+            assert torch.allclose(frozen(x), model(x), atol=1e-4)
     assert model.cnn[0].norm is not None and isinstance(model.cnn[0].norm, torch.nn.BatchNorm2d)  # untouched
 
 
@@ -407,7 +412,7 @@ def test_single_network_artefacts_of_format_1_still_load(tmp_path: Path, speech:
 def test_shipped_artefact_scores_speech(speech: np.ndarray) -> None:
     scorer = SpectralScorer.load(DEFAULT_ARTEFACT)
     assert scorer.name == "cnn_transformer" and scorer.sample_rate == SAMPLE_RATE
-    assert DEFAULT_ARTEFACT.stat().st_size < 8 * 1024 * 1024
+    assert DEFAULT_ARTEFACT.stat().st_size < 4.5 * 1024 * 1024 * scorer.networks  # 2.2 M float16 weights each
     probability = scorer.score(speech)
     assert isinstance(probability, float) and 0.0 <= probability <= 1.0
     many = scorer.score_many([speech, speech[: 4 * SAMPLE_RATE]])
