@@ -243,7 +243,10 @@ def frozen_copy(model: CNNTransformer) -> torch.jit.ScriptModule:
     """:func:`inference_copy`, traced, frozen and optimised for inference by TorchScript: the same
     outputs (to ~1e-6) for any number of windows, about a quarter faster on this CPU (10.2 → 7.6 ms for
     two windows), which pays for the second network of an ensemble. Without the input shape check of
-    :meth:`CNNTransformer.forward`: the scorer makes the windows itself."""
+    :meth:`CNNTransformer.forward`: the scorer makes the windows itself. TorchScript is deprecated
+    (``torch.jit.freeze`` says so, as a DeprecationWarning) but works with the pinned torch 2.11; should
+    it go, :func:`inference_copy` alone gives the same logits, slower. ``torch.compile`` is its
+    successor but compiles C++ at start-up."""
     fast = inference_copy(model)
     example = torch.zeros(2, fast.config["n_bands"], fast.config["n_frames"])
     with torch.no_grad(), warnings.catch_warnings():
