@@ -214,8 +214,6 @@ class LogitMean(torch.nn.Module):
         self.networks = torch.nn.ModuleList(networks)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        if len(self.networks) == 1:
-            return self.networks[0](windows)
         return torch.stack([network(windows) for network in self.networks]).mean(dim=0)
 
 
@@ -283,7 +281,7 @@ class SpectralScorer:
         self.features = features
         self.front_end = SpectralFrontEnd(features)
         self.model = LogitMean([frozen_copy(n) for n in networks])
-        self.networks = len(networks)
+        self.n_networks = len(networks)
         self.model_config = dict(config)
         self.metadata = dict(metadata or {})
 
@@ -338,7 +336,7 @@ class SpectralScorer:
             "features": self.features.to_dict(),
             "window_s": round(self.features.window_s, 4),
             "model_config": self.model_config,
-            "networks": self.networks,
+            "networks": self.n_networks,
             "training": self.metadata,
         }
 

@@ -412,7 +412,7 @@ def test_single_network_artefacts_of_format_1_still_load(tmp_path: Path, speech:
 def test_shipped_artefact_scores_speech(speech: np.ndarray) -> None:
     scorer = SpectralScorer.load(DEFAULT_ARTEFACT)
     assert scorer.name == "cnn_transformer" and scorer.sample_rate == SAMPLE_RATE
-    assert DEFAULT_ARTEFACT.stat().st_size < 4.5 * 1024 * 1024 * scorer.networks  # 2.2 M float16 weights each
+    assert DEFAULT_ARTEFACT.stat().st_size < 4.5 * 1024 * 1024 * scorer.n_networks  # 2.2 M float16 weights each
     probability = scorer.score(speech)
     assert isinstance(probability, float) and 0.0 <= probability <= 1.0
     many = scorer.score_many([speech, speech[: 4 * SAMPLE_RATE]])
