@@ -225,7 +225,7 @@ def _prepare_one(job: tuple[AudioItem, int, int, list[dict[str, Any]], str, str]
         target = cache_path(Path(cache), features, seed, variant, item, augmentation)
         target.parent.mkdir(parents=True, exist_ok=True)
         spectrogram = SpectralFrontEnd(features).log_power(audio).numpy().astype(np.float16)
-        temporary = target.with_suffix(".tmp.npy")
+        temporary = target.with_suffix(f".{os.getpid()}.tmp.npy")  # parallel trainers share the cache
         np.save(temporary, spectrogram)
         temporary.replace(target)
     return str(item.path), variant, description
@@ -531,6 +531,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--features", choices=FEATURE_KINDS, default="linear",
                         help="linear: STFT power pooled into 128 linear bands (62.5 Hz each, to 8 kHz); "
                              "mel: 128 log-mel bands (default linear)")
+    parser.add_argument("--n-fft", type=int, default=SpectralFeatures.n_fft,
+                        help="STFT length in samples (default %(default)s); with --features high the input is "
+                             "the top 128 of its n_fft/2 bins: 4-8 kHz at 512, 6-8 kHz at 1024")
     parser.add_argument("--normalisation", choices=["utterance", "utterance_band"], default="utterance",
                         help="per-utterance mean/variance over all values, or per band (default utterance)")
     parser.add_argument("--normalise-span", type=float, nargs=2, metavar=("LEAST_S", "MOST_S"),
@@ -620,7 +623,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         networks, features, metadata = combine(args.combine, command)
         return finish(args, networks, features, metadata)
     config = TrainConfig(
-        features={"kind": args.features, "normalisation": args.normalisation}, model_config=args.model_config,
+        features={"kind": args.features, "normalisation": args.normalisation, "n_fft": args.n_fft}, model_config=args.model_config,
         variants=1 if args.augmentation == "none" else args.variants, augmentation=args.augmentation,
         holdout=args.holdout, epochs=args.epochs, windows_per_epoch=args.windows_per_epoch,
         learning_rate=args.learning_rate, patience=args.patience, max_minutes=args.max_minutes, seed=args.seed,

@@ -132,6 +132,8 @@ def test_high_bands_are_the_top_stft_bins_from_4_khz() -> None:
     assert torch.equal(bands.sum(dim=0), torch.ones(128)) and bands[:129].sum() == 0
     with pytest.raises(ValueError, match="top n_bands"):
         SpectralFeatures(kind="high", n_fft=128, n_bands=128)
+    finer = band_matrix(SpectralFeatures(kind="high", n_fft=1024))  # `--n-fft 1024`: 6-8 kHz at 15.6 Hz
+    assert finer.shape == (513, 128) and [int(finer[:, b].argmax()) for b in (0, 127)] == [385, 512]
 
 
 def test_windows_cover_long_segments_and_tile_short_ones() -> None:
@@ -283,6 +285,7 @@ def test_augmentation_flags() -> None:
     assert parse_args([]).normalise_span is None
     assert parse_args(["--normalise-span", "2", "10"]).normalise_span == [2.0, 10.0]
     assert parse_args([]).spec_augment == 0 and parse_args(["--spec-augment", "2"]).spec_augment == 2
+    assert parse_args([]).n_fft == 512 and parse_args(["--n-fft", "1024"]).n_fft == 1024
     with pytest.raises(SystemExit):
         parse_args(["--augmentation", "mp3"])
 
