@@ -79,6 +79,7 @@ from soundsentry.errors import InputError  # noqa: E402
 from soundsentry.metrics import compute_eer  # noqa: E402
 from soundsentry.spectral import (  # noqa: E402
     FEATURE_KINDS,
+    NORMALISATIONS,
     SpectralFeatures,
     SpectralFrontEnd,
     SpectralScorer,
@@ -534,8 +535,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-fft", type=int, default=SpectralFeatures.n_fft,
                         help="STFT length in samples (default %(default)s); with --features high the input is "
                              "the top 128 of its n_fft/2 bins: 4-8 kHz at 512, 6-8 kHz at 1024")
-    parser.add_argument("--normalisation", choices=["utterance", "utterance_band"], default="utterance",
-                        help="per-utterance mean/variance over all values, or per band (default utterance)")
+    parser.add_argument("--normalisation", choices=NORMALISATIONS, default="utterance",
+                        help="per-utterance mean/variance over all values, per band, or per band and then "
+                             "minus each frame's mean over the bands (default utterance)")
     parser.add_argument("--normalise-span", type=float, nargs=2, metavar=("LEAST_S", "MOST_S"),
                         help="normalise each training window over a random span of LEAST_S-MOST_S seconds "
                              "around it, as the service normalises a chunk over itself (default: over the "
@@ -623,7 +625,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         networks, features, metadata = combine(args.combine, command)
         return finish(args, networks, features, metadata)
     config = TrainConfig(
-        features={"kind": args.features, "normalisation": args.normalisation, "n_fft": args.n_fft}, model_config=args.model_config,
+        features={"kind": args.features, "normalisation": args.normalisation, "n_fft": args.n_fft},
+        model_config=args.model_config,
         variants=1 if args.augmentation == "none" else args.variants, augmentation=args.augmentation,
         holdout=args.holdout, epochs=args.epochs, windows_per_epoch=args.windows_per_epoch,
         learning_rate=args.learning_rate, patience=args.patience, max_minutes=args.max_minutes, seed=args.seed,

@@ -17,7 +17,9 @@ Feature definition (defaults; the shipped artefact says which ``kind`` it uses)
   ``kind="mel"``: 128 Slaney mel bands (0-8 kHz) of the same STFT.
 - log power, floored ``dynamic_range_db`` below the segment's peak (so the floor scales with level),
   then normalised per utterance (the segment passed in): minus its mean, over its standard deviation,
-  over all bands and frames (``"utterance"``) or per band (``"utterance_band"``). Either way the
+  over all bands and frames (``"utterance"``), per band (``"utterance_band"``), or per band and then
+  minus each frame's mean over the bands (``"utterance_band_frame"``: the spectral shape within a frame
+  and its motion, without the frame's level; rescaled to unit deviation). Either way the
   gain of the input does not change the features.
 
 Segments longer than one window are scored window by window (windows spread evenly, at most
@@ -63,7 +65,7 @@ ARTEFACT_FORMAT = "soundsentry.cnn_transformer/2"
 _SINGLE_NETWORK_FORMAT = "soundsentry.cnn_transformer/1"  # "state_dict" instead of "state_dicts"
 DEFAULT_ARTEFACT = Path(__file__).resolve().parent.parent / "data" / "cnn_transformer.pt"
 FEATURE_KINDS = ("linear", "mel", "high")
-NORMALISATIONS = ("utterance", "utterance_band")
+NORMALISATIONS = ("utterance", "utterance_band", "utterance_band_frame")
 _MAX_BATCH_WINDOWS = 16  # windows per forward pass: 64 peaked ~300 MB of activations per request
 
 
@@ -180,13 +182,18 @@ def band_matrix(features: SpectralFeatures) -> torch.Tensor:
 
 
 def normalise(log_power: torch.Tensor, how: str) -> torch.Tensor:
-    """(band, frame) → zero mean, unit variance over the utterance (all values, or per band)."""
+    """(band, frame) → zero mean, unit variance over the utterance (all values, or per band; see the
+    module docstring for ``"utterance_band_frame"``)."""
     if how == "utterance":
         mean, std = log_power.mean(), log_power.std(unbiased=False)
     else:
         mean = log_power.mean(dim=1, keepdim=True)
         std = log_power.std(dim=1, unbiased=False, keepdim=True)
-    return (log_power - mean) / std.clamp_min(1e-5)
+    normalised = (log_power - mean) / std.clamp_min(1e-5)
+    if how == "utterance_band_frame":
+        normalised = normalised - normalised.mean(dim=0, keepdim=True)
+        normalised = normalised / normalised.std(unbiased=False).clamp_min(1e-5)
+    return normalised
 
 
 def window_starts(n_total: int, n_frames: int) -> list[int]:

@@ -116,6 +116,21 @@ def test_front_end_shape_and_level_invariance(kind: str, speech: np.ndarray) -> 
     assert torch.allclose(features, quieter, atol=1e-2 if kind == "high" else 1e-3)
 
 
+@pytest.mark.parametrize("how", ["utterance_band", "utterance_band_frame"])
+def test_band_normalisations_remove_each_bands_level_and_keep_the_gain_out(how: str, speech: np.ndarray) -> None:
+    front_end = SpectralFrontEnd(SpectralFeatures(kind="high", normalisation=how))
+    features = front_end(speech)
+    if how == "utterance_band":
+        assert features.mean(dim=1).abs().max() < 1e-4
+        assert torch.allclose(features.std(dim=1, unbiased=False), torch.ones(128), atol=1e-3)
+    else:  # and then each frame's level over the bands
+        assert features.mean(dim=0).abs().max() < 1e-4
+        assert float(features.std(unbiased=False)) == pytest.approx(1.0, abs=1e-4)
+        per_band = SpectralFrontEnd(SpectralFeatures(kind="high", normalisation="utterance_band"))(speech)
+        assert not torch.allclose(features, per_band)
+    assert torch.allclose(features, front_end(speech * 0.05), atol=1e-2)
+
+
 def test_linear_bands_are_62_5_hz_wide_up_to_8_khz() -> None:
     bands = band_matrix(SpectralFeatures(kind="linear"))  # (bin, band)
     assert bands.shape == (257, 128)
