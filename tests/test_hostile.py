@@ -461,6 +461,25 @@ def test_flood_gets_200_or_503_never_a_hang(encoded: dict[str, bytes]) -> None:
         assert app.state.gate.stats()["running"] == 0 and app.state.gate.rejected == 6
 
 
+def test_detections_run_on_the_gates_own_threads_however_many_requests_wait() -> None:
+    gate = AdmissionGate(max_running=2, max_waiting=16, wait_timeout_s=30)
+
+    def detect(i: int) -> str:
+        time.sleep(0.01)
+        return threading.current_thread().name
+
+    def request(i: int) -> str:
+        with gate.slot():
+            return gate.run(detect, i)
+
+    with ThreadPoolExecutor(18) as pool:  # as FastAPI's thread pool would call it
+        names = set(pool.map(request, range(60)))
+    assert len(names) <= 2 and all(name.startswith("detection") for name in names)
+    with gate.slot(), pytest.raises(ServerBusyError, match="exceptions pass through"):
+        gate.run(lambda: (_ for _ in ()).throw(ServerBusyError("exceptions pass through")))
+    assert gate.stats()["running"] == 0
+
+
 def test_token_buckets_refill_and_forget() -> None:
     now = [100.0]
     buckets = TokenBuckets(per_minute=60, burst=3, max_clients=2, clock=lambda: now[0])

@@ -2,9 +2,10 @@
 
 Plain ``def`` endpoints: inference is CPU-bound, so FastAPI runs them in its thread pool and the
 event loop stays free. Each request holds one slot of the admission gate (``GateDep``) while it
-reads its upload and runs the detector: at most ``max_concurrent_jobs`` run, ``max_queued_jobs``
-wait, the rest get 503 ``server_busy``. The upload (spooled to a private temp file by Starlette,
-removed when the request ends) is read at most ``max_upload_bytes + 1`` bytes, then decoded in memory.
+reads its upload and runs the detector, on one of the gate's own worker threads (``gate.run``): at
+most ``max_concurrent_jobs`` run, ``max_queued_jobs`` wait, the rest get 503 ``server_busy``. The
+upload (spooled to a private temp file by Starlette, removed when the request ends) is read at most
+``max_upload_bytes + 1`` bytes, then decoded in memory.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def predict(
     use_diarization: Annotated[bool, Form(description="split the speech per speaker first")] = False,
 ) -> dict:
     with gate.slot():
-        return analyse(detector, audio, use_diarization, settings.decode_limits(use_diarization))
+        return gate.run(analyse, detector, audio, use_diarization, settings.decode_limits(use_diarization))
 
 
 @router.post("/batch-predict", response_model=BatchResponse, responses=ERRORS)
@@ -76,7 +77,7 @@ def batch_predict(
         for upload in files:
             name = upload.filename or "unnamed"
             try:
-                body = analyse(detector, upload, use_diarization, limits)
+                body = gate.run(analyse, detector, upload, use_diarization, limits)
                 results.append(BatchItem(filename=name, status="success", result=PredictResponse(**body)))
             except InputError as error:  # one bad file does not fail the others
                 results.append(BatchItem(filename=name, status="error", error_code=error.error_code,
