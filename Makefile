@@ -49,12 +49,11 @@ train: setup
 	$(PYTHON) -m scripts.feature_extractor --data $(SHARED)/corpus --data cache/spoofs/manifest.csv --output cache/features/train
 	$(PYTHON) -m scripts.train_classifier --features cache/features/train --output data
 	# the CNN-Transformer ships as an ensemble of two seeds of one recipe on one held-out split (data/NOTES.md item 25)
-	$(PYTHON) -m scripts.train_cnn_transformer --features high --normalisation utterance_band --augmentation none \
-	  --workers 1 --max-minutes 35 --data cache/spoofs_band_gan/manifest.csv --eval-devset \
-	  --seed 0 --split-seed 0 --output cache/cnn/seed0/cnn_transformer.pt
-	$(PYTHON) -m scripts.train_cnn_transformer --features high --normalisation utterance_band --augmentation none \
-	  --workers 1 --max-minutes 35 --data cache/spoofs_band_gan/manifest.csv --eval-devset \
-	  --seed 1 --split-seed 0 --output cache/cnn/seed1/cnn_transformer.pt
+	for seed in 0 1; do \
+	  $(PYTHON) -m scripts.train_cnn_transformer --features high --normalisation utterance_band --augmentation none \
+	    --workers 1 --max-minutes 35 --data cache/spoofs_band_gan/manifest.csv --eval-devset \
+	    --seed $$seed --split-seed 0 --output cache/cnn/seed$$seed/cnn_transformer.pt || exit 1; \
+	done
 	$(PYTHON) -m scripts.train_cnn_transformer --combine cache/cnn/seed0/cnn_transformer.pt \
 	  cache/cnn/seed1/cnn_transformer.pt --eval-devset --output data/cnn_transformer.pt
 	$(PYTHON) -m scripts.train_flatness --data cache/spoofs_band_gan/manifest.csv --augmented-variants 0 --output data

@@ -531,7 +531,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", choices=FEATURE_KINDS, default="linear",
                         help="linear: STFT power pooled into 128 linear bands (62.5 Hz each, to 8 kHz); "
-                             "mel: 128 log-mel bands (default linear)")
+                             "mel: 128 log-mel bands; high: the top 128 STFT bins (4-8 kHz at --n-fft 512; "
+                             "what ships) (default linear)")
     parser.add_argument("--n-fft", type=int, default=SpectralFeatures.n_fft,
                         help="STFT length in samples (default %(default)s); with --features high the input is "
                              "the top 128 of its n_fft/2 bins: 4-8 kHz at 512, 6-8 kHz at 1024")
