@@ -27,7 +27,10 @@ Steps
    span of LEAST-MOST seconds around them (floored and normalised on its own), the way the service
    normalises each scoring segment (a 4 s chunk, or a stretch of at most 10 s) over itself. Held-out
    files are normalised whole either way. ``--spec-augment N`` zeroes N stretches of bands and N of
-   frames in each training window (SpecAugment), both classes alike.
+   frames in each training window (SpecAugment), both classes alike. ``--ema DECAY`` keeps an
+   exponential moving average of the weights over the optimiser's steps and re-estimates its batch-norm
+   statistics on 1024 of the epoch's windows; that average, not the last step's weights, is what each
+   epoch's held-out check scores and what is saved.
 5. **save**: the best epoch's weights → ``--output`` (float16 weights, config, feature definition,
    metadata) and the same metadata as JSON beside it.
 6. ``--eval-devset``: the saved artefact scores every ../shared/devset file (whole file, windows pooled)
@@ -71,6 +74,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn  # noqa: E402
 
 from soundsentry.audio import decode_file  # noqa: E402
 from soundsentry.cnn_transformer import CNNTransformer  # noqa: E402
@@ -98,6 +102,8 @@ DEFAULT_DEVSET = ROOT.parent / "shared" / "devset" / "manifest.csv"
 #: held-out EER + this × held-out loss picks the epoch and drives ReduceLROnPlateau: the loss (≈0.1-0.7)
 #: moves the criterion by less than one held-out EER step (1/~600 file variants), so it only breaks ties
 SELECTION_LOSS_WEIGHT = 1e-3
+#: training windows of the epoch that re-estimate the batch-norm statistics of ``--ema``'s averaged weights
+BATCH_NORM_WINDOWS = 1024
 #: how training files are augmented (``--augmentation``; :func:`variant_folder`)
 AUGMENTATIONS = ("random", "opus", "none")
 
@@ -131,6 +137,9 @@ class TrainConfig:
     # ``mask_width`` bands and as many of up to ``mask_width`` frames set to 0 (the normalised mean). 0: off.
     spec_masks: int = 0
     mask_width: int = 16
+    # Exponential moving average of the weights, updated after every step (decay per step; 128 steps an
+    # epoch at the defaults), its batch-norm statistics re-estimated before each check. 0: off.
+    ema_decay: float = 0.0
     threads: int = 1  # measured faster than 2 on the shared 2-core machine
 
     @property
@@ -390,6 +399,9 @@ def train(config: TrainConfig, features: SpectralFeatures, train_set: Spectrogra
         optimiser, mode="min", factor=config.lr_factor, patience=config.lr_patience
     )
     loss_fn = nn.BCEWithLogitsLoss()  # batches are class-balanced by draw_epoch
+    average = None if not config.ema_decay else AveragedModel(
+        model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+    checked = model if average is None else average.module  # what each epoch scores and keeps
     span = None if config.normalise_span_s is None else (features, span_frames(features, config.normalise_span_s))
     best: dict[str, Any] = {"criterion": float("inf"), "epoch": -1, "state": None}
     history, started, step = [], time.perf_counter(), 0
@@ -408,12 +420,17 @@ def train(config: TrainConfig, features: SpectralFeatures, train_set: Spectrogra
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
+            if average is not None:
+                average.update_parameters(model)
             if step < config.warmup_steps:
                 warmup.step()
             step += 1
             losses.append(float(loss.detach()))
-        model.eval()
-        logits = heldout_scores(model, held_set, features.n_frames, config.heldout_max_windows)
+        if average is not None:  # batch-norm statistics of the averaged weights, not of the last step's
+            update_bn((torch.from_numpy(np.stack(windows[first : first + config.batch_size]).astype(np.float32))
+                       for first in range(0, min(len(windows), BATCH_NORM_WINDOWS), config.batch_size)), checked)
+        checked.eval()
+        logits = heldout_scores(checked, held_set, features.n_frames, config.heldout_max_windows)
         held_loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(held_set.labels.astype(np.float32))))
         held_eer = eer_of(held_set.labels, logits)
         criterion = held_eer + SELECTION_LOSS_WEIGHT * held_loss  # EER first, the loss breaks ties
@@ -428,7 +445,7 @@ def train(config: TrainConfig, features: SpectralFeatures, train_set: Spectrogra
             record[k] for k in ("epoch", "train_loss", "heldout_loss", "heldout_eer", "lr", "seconds")))
         if criterion < best["criterion"]:
             best = {"criterion": criterion, "epoch": epoch + 1,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                    "state": {k: v.detach().clone() for k, v in checked.state_dict().items()}}
         elif epoch + 1 - best["epoch"] >= config.patience:
             log.info("early stop: no held-out improvement for %d epochs", config.patience)
             break
@@ -546,6 +563,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spec-augment", type=int, default=TrainConfig.spec_masks, metavar="MASKS",
                         help="SpecAugment: MASKS band stretches and MASKS frame stretches of up to 16 each, "
                              "zeroed in every training window (default 0: off)")
+    parser.add_argument("--ema", type=float, default=TrainConfig.ema_decay, metavar="DECAY",
+                        help="check and save an exponential moving average of the weights with this decay per "
+                             "step (e.g. 0.997; default 0: off)")
     parser.add_argument("--data", type=Path, action="append", help="training manifest or folder; repeatable "
                         "(default: ../shared/corpus/manifest.csv and cache/spoofs/manifest.csv)")
     parser.add_argument("--output", type=Path, default=ROOT / "data" / "cnn_transformer.pt",
@@ -633,7 +653,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         learning_rate=args.learning_rate, patience=args.patience, max_minutes=args.max_minutes, seed=args.seed,
         threads=args.threads, split_seed=args.split_seed,
         normalise_span_s=None if args.normalise_span is None else tuple(args.normalise_span),
-        spec_masks=args.spec_augment,
+        spec_masks=args.spec_augment, ema_decay=args.ema,
     )
     features = SpectralFeatures(**config.features)
     every_kind = [SpectralFeatures(**{**config.features, "kind": kind}) for kind in FEATURE_KINDS]

@@ -194,9 +194,10 @@ def test_smoke_training_decreases_the_loss(real_and_fake) -> None:
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
 
 
-@pytest.mark.parametrize(("span", "masks"), [(None, 0), ((2.0, 10.0), 2)], ids=["whole-file", "span-masked"])
-def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake, span, masks) -> None:
-    from scripts.train_cnn_transformer import SpectrogramSet, TrainConfig, train
+@pytest.mark.parametrize(("span", "masks", "ema"), [(None, 0, 0.0), ((2.0, 10.0), 2, 0.0), (None, 0, 0.9)],
+                         ids=["whole-file", "span-masked", "weight-average"])
+def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake, span, masks, ema) -> None:
+    from scripts.train_cnn_transformer import SpectrogramSet, TrainConfig, eer_of, heldout_scores, train
 
     reals, fakes = real_and_fake
     features = SpectralFeatures(kind="mel")
@@ -206,12 +207,14 @@ def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake
     data = held if span is None else SpectrogramSet(  # span normalisation trains on the raw log power
         [front_end.log_power(c).numpy().astype(np.float16) for c in reals + fakes], held.labels, held.item_index)
     config = TrainConfig(model_config=TINY, epochs=3, windows_per_epoch=32, batch_size=16, warmup_steps=1,
-                         learning_rate=3e-3, threads=1, normalise_span_s=span, spec_masks=masks)
+                         learning_rate=3e-3, threads=1, normalise_span_s=span, spec_masks=masks, ema_decay=ema)
     model, summary = train(config, features, data, held)
     assert summary["epochs_run"] == 3 and 1 <= summary["best_epoch"] <= 3
     best = summary["history"][summary["best_epoch"] - 1]["heldout_eer"]
     assert best == min(h["heldout_eer"] for h in summary["history"])
     assert not model.training
+    # what is returned is what that epoch checked (with --ema: the averaged weights, not the last step's)
+    assert eer_of(held.labels, heldout_scores(model, held, features.n_frames, config.heldout_max_windows)) == best
 
 
 def test_span_windows_are_normalised_over_their_span_like_a_chunk_at_run_time(speech: np.ndarray) -> None:
@@ -300,6 +303,7 @@ def test_augmentation_flags() -> None:
     assert parse_args([]).normalise_span is None
     assert parse_args(["--normalise-span", "2", "10"]).normalise_span == [2.0, 10.0]
     assert parse_args([]).spec_augment == 0 and parse_args(["--spec-augment", "2"]).spec_augment == 2
+    assert parse_args([]).ema == 0.0 and parse_args(["--ema", "0.997"]).ema == 0.997
     assert parse_args([]).n_fft == 512 and parse_args(["--n-fft", "1024"]).n_fft == 1024
     with pytest.raises(SystemExit):
         parse_args(["--augmentation", "mp3"])
