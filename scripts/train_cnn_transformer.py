@@ -324,6 +324,11 @@ def span_window(log_power: np.ndarray, features: SpectralFeatures, span_frames: 
     return random_window(span, features.n_frames, rng)
 
 
+def window_batch(windows: Sequence[np.ndarray], first: int, size: int) -> torch.Tensor:
+    """Windows ``first`` to ``first + size`` as one float32 (batch, band, frame) tensor."""
+    return torch.from_numpy(np.stack(windows[first : first + size]).astype(np.float32))
+
+
 def draw_epoch(
     data: SpectrogramSet, n_windows: int, n_frames: int, rng: np.random.Generator,
     span: tuple[SpectralFeatures, tuple[int, int]] | None = None,
@@ -413,7 +418,7 @@ def train(config: TrainConfig, features: SpectralFeatures, train_set: Spectrogra
         model.train()
         losses = []
         for first in range(0, len(windows), config.batch_size):
-            batch = torch.from_numpy(np.stack(windows[first : first + config.batch_size]).astype(np.float32))
+            batch = window_batch(windows, first, config.batch_size)
             target = torch.from_numpy(labels[first : first + config.batch_size].astype(np.float32))
             optimiser.zero_grad(set_to_none=True)
             loss = loss_fn(model(batch), target)
@@ -427,7 +432,7 @@ def train(config: TrainConfig, features: SpectralFeatures, train_set: Spectrogra
             step += 1
             losses.append(float(loss.detach()))
         if average is not None:  # batch-norm statistics of the averaged weights, not of the last step's
-            update_bn((torch.from_numpy(np.stack(windows[first : first + config.batch_size]).astype(np.float32))
+            update_bn((window_batch(windows, first, config.batch_size)
                        for first in range(0, min(len(windows), BATCH_NORM_WINDOWS), config.batch_size)), checked)
         checked.eval()
         logits = heldout_scores(checked, held_set, features.n_frames, config.heldout_max_windows)
