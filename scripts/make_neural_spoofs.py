@@ -2,13 +2,13 @@
 
     python -m scripts.make_neural_spoofs --vocoder cache/vocoders/hifigan.pt [cache/vocoders/melgan.pt ...]
         [--corpus ../shared/corpus] [--output-dir cache/spoofs] [--limit N] [--max-minutes M]
-        [--overwrite] [--report-lsd N]
+        [--sources librispeech] [--overwrite] [--report-lsd N]
 
-The neural counterpart of ``scripts/make_spoofs.py`` (Wang & Yamagishi, ICASSP 2023): every real
-``librispeech`` file of ``CORPUS/manifest.csv`` goes through each vocoder trained by
-``scripts/train_vocoder.py`` (waveform → mel → waveform) and is written as 16 kHz 16-bit FLAC to
-``OUTPUT_DIR/<family>/<file name>`` (the path below ``librispeech/real/``), the original's length and
-RMS. ``<family>`` (``hifigan``, ``melgan``) comes from the checkpoint.
+The neural counterpart of ``scripts/make_spoofs.py`` (Wang & Yamagishi, ICASSP 2023): every real file
+of ``CORPUS/manifest.csv`` whose source is one of ``--sources`` (default ``librispeech``) goes through
+each vocoder trained by ``scripts/train_vocoder.py`` (waveform → mel → waveform) and is written as
+16 kHz 16-bit FLAC to ``OUTPUT_DIR/<family>/<file name>`` (``scripts.make_spoofs.relative_name``), the
+original's length and RMS. ``<family>`` (``hifigan``, ``melgan``) comes from the checkpoint.
 
 The list goes to ``OUTPUT_DIR/manifest_neural.csv``, not ``manifest.csv``: ``make_spoofs`` rewrites
 ``manifest.csv`` from its own DSP methods on every run and would drop rows added here. The columns are
@@ -46,7 +46,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from scripts.make_spoofs import load, read_sources, relative_name, write_flac, write_manifest  # noqa: E402
+from scripts.make_spoofs import (  # noqa: E402
+    add_sources_argument,
+    load,
+    read_sources,
+    relative_name,
+    write_flac,
+    write_manifest,
+)
 from scripts.train_vocoder import load_checkpoint  # noqa: E402
 from soundsentry.hashing import file_sha256  # noqa: E402
 from soundsentry.spoofs import SAMPLE_RATE, log_spectral_distance  # noqa: E402
@@ -64,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="corpus folder holding manifest.csv (default ../shared/corpus)")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "cache" / "spoofs",
                         help=f"where <family>/ folders and {MANIFEST_NAME} go (default cache/spoofs)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N LibriSpeech files")
+    add_sources_argument(parser)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N source files")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop starting new files after this many minutes (all vocoders together)")
     parser.add_argument("--overwrite", action="store_true", help="redo files already present")
@@ -146,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     families = [vocoder.family for vocoder, _ in vocoders]
     if len(set(families)) != len(families):
         raise SystemExit(f"one checkpoint per family, got {families}: their outputs would share a folder")
-    all_rows = read_sources(args.corpus)
+    all_rows = read_sources(args.corpus, args.sources)
     rows = all_rows[: max(0, args.limit)] if args.limit is not None else all_rows
     log.info("%d files, %.1f min of audio; vocoders: %s; output: %s", len(rows),
              sum(float(r["duration_s"]) for r in rows) / 60,

@@ -1,12 +1,12 @@
 """Make vocoder re-synthesis fakes from the corpus's real LibriSpeech utterances.
 
     python -m scripts.make_spoofs [--corpus ../shared/corpus] [--output-dir cache/spoofs]
-                                  [--methods griffin_lim world lpc] [--limit N] [--seed 0]
+                                  [--methods griffin_lim world lpc] [--sources librispeech] [--limit N] [--seed 0]
 
-Every real ``librispeech`` file of ``CORPUS/manifest.csv`` is re-synthesised by each method of
-``soundsentry.spoofs.SPOOF_METHODS`` and written as 16 kHz 16-bit FLAC to
-``OUTPUT_DIR/<method>/<file name>`` (the path below ``librispeech/real/``; no "real" folder in a fake's
-path). ``OUTPUT_DIR/manifest.csv`` then lists every spoof present, with the corpus manifest's columns
+Every real file of ``CORPUS/manifest.csv`` whose source is one of ``--sources`` (default
+``librispeech``) is re-synthesised by each method of ``soundsentry.spoofs.SPOOF_METHODS`` and written as
+16 kHz 16-bit FLAC to ``OUTPUT_DIR/<method>/<file name>`` (:func:`relative_name`: no "real" folder in a
+fake's path). ``OUTPUT_DIR/manifest.csv`` then lists every spoof present, with the corpus manifest's columns
 (label ``fake``, source ``resynth_<method>``, system ``<method>``, the original's speaker and licence,
 origin = the original's path in the corpus), so loaders can concatenate the two manifests.
 
@@ -27,6 +27,7 @@ import csv  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import zlib  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ from tqdm import tqdm  # noqa: E402
 
 from soundsentry.spoofs import SAMPLE_RATE, SPOOF_METHODS, log_spectral_distance, resynthesize  # noqa: E402
 
-SOURCE = "librispeech"
+SOURCE = "librispeech"  # the default --sources: the corpus's read speech, many speakers
 COLUMNS = ("path", "label", "source", "system", "speaker", "duration_s", "licence", "origin")
 
 
@@ -51,8 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="where the spoofs and their manifest.csv go (default cache/spoofs)")
     parser.add_argument("--methods", nargs="+", default=list(SPOOF_METHODS),
                         choices=list(SPOOF_METHODS), help="spoof methods to run (default: all)")
+    add_sources_argument(parser)
     parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N LibriSpeech files (quick runs)")
+                        help="only the first N source files (quick runs)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="redo files already present")
     parser.add_argument("--report-lsd", type=int, default=2, metavar="N",
@@ -62,25 +64,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def read_sources(corpus: Path) -> list[dict[str, str]]:
+def add_sources_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sources", nargs="+", default=[SOURCE], metavar="SOURCE",
+                        help=f"corpus sources whose reals are re-synthesised (default {SOURCE}; "
+                             "the corpus also has algan_vc)")
+
+
+def read_sources(corpus: Path, sources: Sequence[str] = (SOURCE,)) -> list[dict[str, str]]:
+    """The real rows of ``corpus``'s manifest whose source is one of ``sources``."""
     manifest = corpus / "manifest.csv"
     if not manifest.is_file():
         raise SystemExit(f"no manifest at {manifest}; pass --corpus DIR")
     with manifest.open(newline="") as handle:
         rows = [row for row in csv.DictReader(handle)
-                if row["source"] == SOURCE and row["label"] == "real"]
+                if row["source"] in sources and row["label"] == "real"]
     if not rows:
-        raise SystemExit(f"{manifest} lists no real {SOURCE} files")
+        raise SystemExit(f"{manifest} lists no real files of source {', '.join(sources)}")
     return rows
 
 
 def relative_name(corpus_path: str) -> Path:
-    """``librispeech/real/x/y.flac`` -> ``x/y.flac`` (keeps "real" out of a fake's path)."""
+    """A fake's path below its method's folder, with no "real" folder in it.
+
+    ``librispeech/real/x/y.flac`` -> ``x/y.flac`` (the default source, as the caches were first made);
+    any other source keeps its name so that two sources never share a path:
+    ``algan_vc/real/z.flac`` -> ``algan_vc/z.flac``.
+    """
     parts = Path(corpus_path).parts
-    if parts[:2] == (SOURCE, "real"):
-        parts = parts[2:]
-    elif parts[:1] == (SOURCE,):
-        parts = parts[1:]
+    if parts[:1] == (SOURCE,):
+        parts = parts[2:] if parts[1:2] == ("real",) else parts[1:]
+    elif parts[1:2] == ("real",):
+        parts = parts[:1] + parts[2:]
     return Path(*parts).with_suffix(".flac")
 
 
@@ -170,11 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.threads))
-    rows = read_sources(args.corpus)
+    rows = read_sources(args.corpus, args.sources)
     if args.limit is not None:
         rows = rows[: max(0, args.limit)]
     total_audio = sum(float(row["duration_s"]) for row in rows)
-    print(f"{len(rows)} {SOURCE} files, {total_audio / 60:.1f} min of audio; methods: "
+    print(f"{len(rows)} {'/'.join(args.sources)} files, {total_audio / 60:.1f} min of audio; methods: "
           f"{', '.join(args.methods)}; output: {args.output_dir}", flush=True)
     failed = 0
     for method in args.methods:
@@ -186,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
               f"failed {stats['failed']:.0f}; {minutes:.1f} min of audio in "
               f"{stats['compute_s']:.0f} s of synthesis ({per_minute:.1f} s per audio minute), "
               f"{stats['wall_s']:.0f} s wall", flush=True)
-    count = write_manifest(read_sources(args.corpus), args.output_dir)
+    count = write_manifest(read_sources(args.corpus, args.sources), args.output_dir)
     print(f"manifest: {args.output_dir / 'manifest.csv'} lists {count} spoofs", flush=True)
     return 1 if failed else 0
 

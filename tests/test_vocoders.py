@@ -227,7 +227,8 @@ def test_checkpoint_round_trip(speech: np.ndarray, tmp_path: Path, family: str) 
 
 @pytest.fixture()
 def tiny_corpus(tmp_path: Path, speech: np.ndarray) -> Path:
-    """Three 'LibriSpeech' reals of three speakers (the espeak sentence at different gains)."""
+    """Three 'LibriSpeech' reals of three speakers and one of another source (the espeak sentence at
+    different gains)."""
     corpus = tmp_path / "corpus"
     rows = []
     for index, gain in enumerate((0.5, 1.0, 0.8)):
@@ -236,6 +237,10 @@ def tiny_corpus(tmp_path: Path, speech: np.ndarray) -> Path:
         sf.write(corpus / relative, speech[: 2 * SR + 1000 * index] * gain, SR, subtype="PCM_16")
         rows.append({"path": relative, "label": "real", "source": "librispeech", "system": "bonafide",
                      "speaker": f"libri_{index}", "duration_s": "2.0", "licence": "CC-BY-4.0", "origin": "test"})
+    (corpus / "algan_vc" / "real").mkdir(parents=True)
+    sf.write(corpus / "algan_vc" / "real" / "speaker_1__a.flac", speech[: 2 * SR] * 0.7, SR, subtype="PCM_16")
+    rows.append({"path": "algan_vc/real/speaker_1__a.flac", "label": "real", "source": "algan_vc",
+                 "system": "bonafide", "speaker": "speaker_1", "duration_s": "2.0", "licence": "MIT", "origin": "test"})
     with (corpus / "manifest.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -271,3 +276,12 @@ def test_train_resume_then_make_spoofs(tiny_corpus: Path, tmp_path: Path) -> Non
     assert make_neural_spoofs.main(arguments) == 0  # resumable: nothing redone, nothing listed twice
     assert (spoofs / rows[0]["path"]).stat().st_mtime_ns == modified
     assert len((spoofs / "manifest_neural.csv").read_text().splitlines()) == 1 + 3
+
+    # another source's reals on request, under a folder of that source's name
+    other = tmp_path / "spoofs_other"
+    assert make_neural_spoofs.main([*arguments[:-1], str(other), "--sources", "algan_vc"]) == 0
+    with (other / "manifest_neural.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["path"], r["speaker"], r["origin"]) for r in rows] == [
+        ("melgan/algan_vc/speaker_1__a.flac", "speaker_1", "algan_vc/real/speaker_1__a.flac")]
+    assert (other / rows[0]["path"]).is_file()
