@@ -1,4 +1,4 @@
-"""Make neural-vocoder copy-synthesis fakes from the corpus's real LibriSpeech utterances.
+"""Make neural-vocoder copy-synthesis fakes from the corpus's real utterances (LibriSpeech by default).
 
     python -m scripts.make_neural_spoofs --vocoder cache/vocoders/hifigan.pt [cache/vocoders/melgan.pt ...]
         [--corpus ../shared/corpus] [--output-dir cache/spoofs] [--limit N] [--max-minutes M]

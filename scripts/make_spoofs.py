@@ -1,4 +1,4 @@
-"""Make vocoder re-synthesis fakes from the corpus's real LibriSpeech utterances.
+"""Make vocoder re-synthesis fakes from the corpus's real utterances (LibriSpeech unless --sources says otherwise).
 
     python -m scripts.make_spoofs [--corpus ../shared/corpus] [--output-dir cache/spoofs]
                                   [--methods griffin_lim world lpc] [--sources librispeech] [--limit N] [--seed 0]
