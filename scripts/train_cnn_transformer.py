@@ -21,8 +21,9 @@ Steps
    ``--workers`` processes, one torch thread each.
 4. **train**: each epoch draws ``--windows-per-epoch`` random windows of 128 frames (2.05 s) from the
    training variants, half real and half fake (class-balanced), files in proportion to their length.
-   AdamW, BCE on logits, gradient clipping, ``ReduceLROnPlateau`` on the held-out file-level EER,
-   early stopping after ``--patience`` epochs without improvement, a wall-clock cap ``--max-minutes``.
+   AdamW, BCE on logits (``--head one_class``: OC-softmax's loss instead), gradient clipping,
+   ``ReduceLROnPlateau`` on the held-out file-level EER, early stopping after ``--patience`` epochs
+   without improvement, a wall-clock cap ``--max-minutes``.
    Windows are normalised over their whole file, or with ``--normalise-span LEAST MOST`` over a random
    span of LEAST-MOST seconds around them (floored and normalised on its own), the way the service
    normalises each scoring segment (a 4 s chunk, or a stretch of at most 10 s) over itself. Held-out
@@ -77,7 +78,7 @@ from torch import nn  # noqa: E402
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn  # noqa: E402
 
 from soundsentry.audio import decode_file  # noqa: E402
-from soundsentry.cnn_transformer import CNNTransformer  # noqa: E402
+from soundsentry.cnn_transformer import CNN_TRANSFORMER_DEFAULTS, HEADS, CNNTransformer, loss_for  # noqa: E402
 from soundsentry.datasets import AudioItem, load_items  # noqa: E402
 from soundsentry.errors import InputError  # noqa: E402
 from soundsentry.metrics import compute_eer  # noqa: E402
@@ -403,7 +404,7 @@ def train(config: TrainConfig, features: SpectralFeatures, train_set: Spectrogra
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimiser, mode="min", factor=config.lr_factor, patience=config.lr_patience
     )
-    loss_fn = nn.BCEWithLogitsLoss()  # batches are class-balanced by draw_epoch
+    loss_fn = loss_for(model.config)  # batches are class-balanced by draw_epoch
     average = None if not config.ema_decay else AveragedModel(
         model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     checked = model if average is None else average.module  # what each epoch scores and keeps
@@ -595,6 +596,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="wall-clock cap on the training loop (default %(default)s)")
     parser.add_argument("--model-config", type=json.loads, default={},
                         help='JSON overrides of the network, e.g. \'{"d_model": 128}\'')
+    parser.add_argument("--head", choices=HEADS, default=CNN_TRANSFORMER_DEFAULTS["head"],
+                        help="the network's last layer and loss: a linear logit with BCE, or one_class: OC-softmax "
+                             "(a compact real class, fakes anywhere else; default %(default)s)")
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads for training")
     parser.add_argument("--workers", type=int, default=2, help="processes for augmentation (1 thread each)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
@@ -652,7 +656,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return finish(args, networks, features, metadata)
     config = TrainConfig(
         features={"kind": args.features, "normalisation": args.normalisation, "n_fft": args.n_fft},
-        model_config=args.model_config,
+        model_config={**args.model_config, "head": args.head},
         variants=1 if args.augmentation == "none" else args.variants, augmentation=args.augmentation,
         holdout=args.holdout, epochs=args.epochs, windows_per_epoch=args.windows_per_epoch,
         learning_rate=args.learning_rate, patience=args.patience, max_minutes=args.max_minutes, seed=args.seed,

@@ -32,7 +32,14 @@ CNN_TRANSFORMER_DEFAULTS: Mapping[str, Any] = {
     "ff_dim": 1024,
     "dropout": 0.1,
     "head_hidden": 128,
+    "head": "linear",  # "linear": a logit from a linear layer; "one_class": OC-softmax (see OneClassHead)
 }
+
+HEADS = ("linear", "one_class")
+
+#: OC-softmax (Zhang, Jiang and Duan, IEEE SPL 2021): scale α, and the cosine margins real windows must
+#: exceed and fake ones stay under. The published values.
+ONE_CLASS_SCALE, ONE_CLASS_REAL_MARGIN, ONE_CLASS_FAKE_MARGIN = 20.0, 0.9, 0.2
 
 
 class ConvBlock(nn.Module):
@@ -74,6 +81,40 @@ class SinusoidalPositions(nn.Module):
         if x.shape[1] > self.table.shape[0]:
             raise ValueError(f"sequence of {x.shape[1]} steps is longer than {self.table.shape[0]}")
         return x + self.table[: x.shape[1]]
+
+
+class OneClassHead(nn.Module):
+    """OC-softmax's scoring layer: the cosine ``s`` between an embedding and one learned direction of
+    real speech, returned as the logit of "fake" ``α·(c − s)`` with ``c`` halfway between the margins.
+
+    Real windows are pulled into a narrow cone around the direction (``s > 0.9``), fake ones only kept
+    out of a wide one (``s < 0.2``): the real class is made compact and the fakes may lie anywhere else,
+    which is meant to carry to fakes of generators the training never saw. :func:`one_class_loss` is
+    its loss. forward(x: (batch, dim)) -> (batch, 1), as the linear head's last layer
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.direction = nn.Parameter(torch.randn(dim) / math.sqrt(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cosine = nn.functional.normalize(x, dim=-1) @ nn.functional.normalize(self.direction, dim=0)
+        middle = (ONE_CLASS_REAL_MARGIN + ONE_CLASS_FAKE_MARGIN) / 2
+        return (ONE_CLASS_SCALE * (middle - cosine)).unsqueeze(-1)
+
+
+def one_class_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """OC-softmax's loss on :class:`OneClassHead` logits (targets 1 = fake): ``softplus(α(m_real − s))``
+    for real, ``softplus(α(s − m_fake))`` for fake; with the logit ``α(c − s)`` both are a logistic loss
+    with the same margin added. Mean over the batch."""
+    margin = ONE_CLASS_SCALE * (ONE_CLASS_REAL_MARGIN - ONE_CLASS_FAKE_MARGIN) / 2
+    signed = torch.where(targets > 0.5, -logits, logits)
+    return nn.functional.softplus(signed + margin).mean()
+
+
+def loss_for(config: Mapping[str, Any]) -> Any:
+    """The training loss of a network with ``config``: (logits, float targets) → scalar."""
+    return one_class_loss if config["head"] == "one_class" else nn.BCEWithLogitsLoss()
 
 
 class CNNTransformer(nn.Module):
@@ -123,12 +164,15 @@ class CNNTransformer(nn.Module):
         )
         # nested tensors only matter with padding masks; turning them off silences a warning
         self.encoder = nn.TransformerEncoder(layer, num_layers=cfg["n_layers"], enable_nested_tensor=False)
+        if cfg["head"] == "one_class":  # an embedding of head_hidden values scored by its angle
+            last: list[nn.Module] = [OneClassHead(cfg["head_hidden"])]
+        else:
+            last = [nn.GELU(), nn.Linear(cfg["head_hidden"], 1)]
         self.head = nn.Sequential(
             nn.LayerNorm(cfg["d_model"]),
             nn.Dropout(cfg["dropout"]),
             nn.Linear(cfg["d_model"], cfg["head_hidden"]),
-            nn.GELU(),
-            nn.Linear(cfg["head_hidden"], 1),
+            *last,
         )
 
     @staticmethod
@@ -142,6 +186,8 @@ class CNNTransformer(nn.Module):
             )
         merged = {**CNN_TRANSFORMER_DEFAULTS, **config}
         merged["channels"] = [int(c) for c in merged["channels"]]
+        if merged["head"] not in HEADS:
+            raise ValueError(f"unknown head {merged['head']!r}; known: {', '.join(HEADS)}")
         return merged
 
     def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:

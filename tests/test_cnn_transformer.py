@@ -15,7 +15,15 @@ import pytest
 import torch
 
 from soundsentry.audio import decode_file
-from soundsentry.cnn_transformer import CNN_TRANSFORMER_DEFAULTS, CNNTransformer
+from soundsentry.cnn_transformer import (
+    CNN_TRANSFORMER_DEFAULTS,
+    ONE_CLASS_FAKE_MARGIN,
+    ONE_CLASS_REAL_MARGIN,
+    ONE_CLASS_SCALE,
+    CNNTransformer,
+    OneClassHead,
+    one_class_loss,
+)
 from soundsentry.errors import ModelLoadError
 from soundsentry.spectral import (
     ARTEFACT_FORMAT,
@@ -84,8 +92,32 @@ def test_config_is_merged_not_mutated_and_checked() -> None:
         CNNTransformer()(torch.randn(1, 64, 128))
 
 
-def test_inference_and_frozen_copies_match_the_eval_model() -> None:
-    model = tiny_model()
+def test_one_class_head_scores_the_angle_to_the_real_direction_with_oc_softmax_margins() -> None:
+    """OC-softmax: logit α(c − cos) with c between the margins; reals are penalised below the real
+    margin, fakes above the fake margin, each with loss log 2 exactly at its margin."""
+    head = OneClassHead(4)
+    with torch.no_grad():
+        head.direction.copy_(torch.tensor([2.0, 0.0, 0.0, 0.0]))  # only its direction counts
+    angles = torch.tensor([0.0, 0.5, 1.0, 2.0])
+    embeddings = torch.stack([torch.cos(angles), torch.sin(angles), torch.zeros(4), torch.zeros(4)], dim=1) * 3
+    logits = head(embeddings).squeeze(-1)  # (batch, 1) like the linear head's last layer
+    middle = (ONE_CLASS_REAL_MARGIN + ONE_CLASS_FAKE_MARGIN) / 2
+    assert torch.allclose(logits, ONE_CLASS_SCALE * (middle - torch.cos(angles)), atol=1e-5)
+    assert torch.all(torch.diff(logits) > 0)  # further from the real direction: more fake
+    at_margin = ONE_CLASS_SCALE * (middle - torch.tensor([ONE_CLASS_REAL_MARGIN, ONE_CLASS_FAKE_MARGIN]))
+    for logit, target in zip(at_margin, (0.0, 1.0), strict=True):
+        loss = one_class_loss(logit.reshape(1), torch.tensor([target]))
+        assert float(loss) == pytest.approx(np.log(2.0), abs=1e-5)
+    assert one_class_loss(torch.tensor([-30.0]), torch.tensor([0.0])) < 1e-3  # confidently real and real
+    assert one_class_loss(torch.tensor([-30.0]), torch.tensor([1.0])) > 30  # confidently real but fake
+    with pytest.raises(ValueError, match="head"):
+        CNNTransformer({"head": "softmax"})
+
+
+@pytest.mark.parametrize("head", ["linear", "one_class"])
+def test_inference_and_frozen_copies_match_the_eval_model(head: str) -> None:
+    torch.manual_seed(0)
+    model = CNNTransformer({**TINY, "head": head})
     with torch.no_grad():  # non-trivial batch-norm statistics
         for block in model.cnn:
             block.norm.running_mean.uniform_(-0.5, 0.5)
@@ -194,9 +226,11 @@ def test_smoke_training_decreases_the_loss(real_and_fake) -> None:
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
 
 
-@pytest.mark.parametrize(("span", "masks", "ema"), [(None, 0, 0.0), ((2.0, 10.0), 2, 0.0), (None, 0, 0.9)],
-                         ids=["whole-file", "span-masked", "weight-average"])
-def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake, span, masks, ema) -> None:
+@pytest.mark.parametrize(("span", "masks", "ema", "head"),
+                         [(None, 0, 0.0, "linear"), ((2.0, 10.0), 2, 0.0, "linear"), (None, 0, 0.9, "linear"),
+                          (None, 0, 0.0, "one_class")],
+                         ids=["whole-file", "span-masked", "weight-average", "one-class"])
+def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake, span, masks, ema, head) -> None:
     from scripts.train_cnn_transformer import SpectrogramSet, TrainConfig, eer_of, heldout_scores, train
 
     reals, fakes = real_and_fake
@@ -206,8 +240,9 @@ def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake
     held = SpectrogramSet(spectrograms, np.array([0, 0, 1, 1]), np.arange(4))
     data = held if span is None else SpectrogramSet(  # span normalisation trains on the raw log power
         [front_end.log_power(c).numpy().astype(np.float16) for c in reals + fakes], held.labels, held.item_index)
-    config = TrainConfig(model_config=TINY, epochs=3, windows_per_epoch=32, batch_size=16, warmup_steps=1,
-                         learning_rate=3e-3, threads=1, normalise_span_s=span, spec_masks=masks, ema_decay=ema)
+    config = TrainConfig(model_config={**TINY, "head": head}, epochs=3, windows_per_epoch=32, batch_size=16,
+                         warmup_steps=1, learning_rate=3e-3, threads=1, normalise_span_s=span, spec_masks=masks,
+                         ema_decay=ema)
     model, summary = train(config, features, data, held)
     assert summary["epochs_run"] == 3 and 1 <= summary["best_epoch"] <= 3
     best = summary["history"][summary["best_epoch"] - 1]["heldout_eer"]
@@ -326,8 +361,10 @@ def test_split_seed_fixes_the_held_out_speakers_whatever_the_seed() -> None:
 # artefact
 
 
-def test_save_load_round_trip(tmp_path: Path, speech: np.ndarray) -> None:
-    model = tiny_model().eval()
+@pytest.mark.parametrize("head", ["linear", "one_class"])
+def test_save_load_round_trip(tmp_path: Path, speech: np.ndarray, head: str) -> None:
+    torch.manual_seed(0)
+    model = CNNTransformer({**TINY, "head": head}).eval()
     features = SpectralFeatures(kind="mel", normalisation="utterance_band")
     path = tmp_path / "cnn.pt"
     save_artefact(path, model, features, {"note": "test", "eer": np.float64(0.25)})
