@@ -37,8 +37,9 @@ train: setup
 	$(PYTHON) -m scripts.train_vocoder --family hifigan --max-minutes 18 --output cache/vocoders/hifigan.pt
 	$(PYTHON) -m scripts.train_vocoder --family melgan --max-minutes 18 --output cache/vocoders/melgan.pt
 	$(PYTHON) -m scripts.make_neural_spoofs --vocoder cache/vocoders/hifigan.pt cache/vocoders/melgan.pt
-	$(PYTHON) -m scripts.make_band_spoofs --corpus $(SHARED)/corpus
-	# the flatness scorer's fakes: the same vocoders fine-tuned adversarially (copies, about 55 min each)
+	# the CNN-Transformer's fakes: spliced at 3 kHz, below its 4-8 kHz input, so no splice is in view (NOTES item 39)
+	$(PYTHON) -m scripts.make_band_spoofs --corpus $(SHARED)/corpus --cut-hz 3000 --output-dir cache/spoofs_band_c3000
+	# the flatness scorer's fakes: the same vocoders fine-tuned adversarially (copies, about 55 min each), spliced at 4 kHz
 	cp cache/vocoders/hifigan.pt cache/vocoders/hifigan_gan.pt; cp cache/vocoders/melgan.pt cache/vocoders/melgan_gan.pt
 	$(PYTHON) -m scripts.train_vocoder --family hifigan --max-minutes 55 --gan-start-step 1220 --output cache/vocoders/hifigan_gan.pt
 	$(PYTHON) -m scripts.train_vocoder --family melgan --max-minutes 50 --gan-start-step 3298 --output cache/vocoders/melgan_gan.pt
@@ -51,7 +52,7 @@ train: setup
 	# the CNN-Transformer ships as an ensemble of two seeds of one recipe on one held-out split (data/NOTES.md item 25)
 	for seed in 0 1; do \
 	  $(PYTHON) -m scripts.train_cnn_transformer --features high --normalisation utterance_band --augmentation none \
-	    --workers 1 --max-minutes 35 --data cache/spoofs_band_gan/manifest.csv --eval-devset \
+	    --workers 1 --max-minutes 35 --data cache/spoofs_band_c3000/manifest.csv --eval-devset \
 	    --seed $$seed --split-seed 0 --output cache/cnn/seed$$seed/cnn_transformer.pt || exit 1; \
 	done
 	$(PYTHON) -m scripts.train_cnn_transformer --combine cache/cnn/seed0/cnn_transformer.pt \
@@ -59,7 +60,7 @@ train: setup
 	$(PYTHON) -m scripts.train_flatness --data cache/spoofs_band_gan/manifest.csv --augmented-variants 0 --output data
 	# the fusion ships CNN-Transformer + flatness (TKAN got no weight on the devset: data/MODEL_CARD.md); weights
 	# from held-out speakers, calibration and thresholds against the corpus's ALGAN-VC fakes, a generator no member saw
-	$(PYTHON) -m scripts.train_fusion --data cache/spoofs_band_gan/manifest.csv --members cnn flatness \
+	$(PYTHON) -m scripts.train_fusion --data cache/spoofs_band_c3000/manifest.csv --members cnn flatness \
 	  --calibration-fakes $(SHARED)/corpus --output data
 
 evaluate: setup
