@@ -101,7 +101,8 @@ log = logging.getLogger("train_cnn_transformer")
 DEFAULT_DATA = (ROOT.parent / "shared" / "corpus" / "manifest.csv", ROOT / "cache" / "spoofs" / "manifest.csv")
 DEFAULT_DEVSET = ROOT.parent / "shared" / "devset" / "manifest.csv"
 #: held-out EER + this × held-out loss picks the epoch and drives ReduceLROnPlateau: the loss (≈0.1-0.7)
-#: moves the criterion by less than one held-out EER step (1/~600 file variants), so it only breaks ties
+#: moves the criterion by less than one held-out EER step (1/~600 file variants), so it only breaks ties;
+#: OC-softmax's loss (``--head one_class``, ≈2-7) weighs a few steps, still less than epochs differ by
 SELECTION_LOSS_WEIGHT = 1e-3
 #: training windows of the epoch that re-estimate the batch-norm statistics of ``--ema``'s averaged weights
 BATCH_NORM_WINDOWS = 1024
@@ -596,9 +597,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="wall-clock cap on the training loop (default %(default)s)")
     parser.add_argument("--model-config", type=json.loads, default={},
                         help='JSON overrides of the network, e.g. \'{"d_model": 128}\'')
-    parser.add_argument("--head", choices=HEADS, default=CNN_TRANSFORMER_DEFAULTS["head"],
+    parser.add_argument("--head", choices=HEADS,
                         help="the network's last layer and loss: a linear logit with BCE, or one_class: OC-softmax "
-                             "(a compact real class, fakes anywhere else; default %(default)s)")
+                             f"(a compact real class, fakes anywhere else; default {CNN_TRANSFORMER_DEFAULTS['head']})")
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch threads for training")
     parser.add_argument("--workers", type=int, default=2, help="processes for augmentation (1 thread each)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
@@ -656,7 +657,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return finish(args, networks, features, metadata)
     config = TrainConfig(
         features={"kind": args.features, "normalisation": args.normalisation, "n_fft": args.n_fft},
-        model_config={**args.model_config, "head": args.head},
+        model_config=args.model_config if args.head is None else {**args.model_config, "head": args.head},
         variants=1 if args.augmentation == "none" else args.variants, augmentation=args.augmentation,
         holdout=args.holdout, epochs=args.epochs, windows_per_epoch=args.windows_per_epoch,
         learning_rate=args.learning_rate, patience=args.patience, max_minutes=args.max_minutes, seed=args.seed,

@@ -15,7 +15,7 @@ Usage
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -112,7 +112,7 @@ def one_class_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nn.functional.softplus(signed + margin).mean()
 
 
-def loss_for(config: Mapping[str, Any]) -> Any:
+def loss_for(config: Mapping[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The training loss of a network with ``config``: (logits, float targets) → scalar."""
     return one_class_loss if config["head"] == "one_class" else nn.BCEWithLogitsLoss()
 
