@@ -102,6 +102,12 @@ def file_seed(base: int, method: str, corpus_path: str) -> int:
     return zlib.crc32(f"{base}:{method}:{corpus_path}".encode())
 
 
+def say(line: str) -> None:
+    """One progress line on stdout, flushed at once (a run takes minutes and is often logged to a file)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def load(path: Path) -> np.ndarray:
     samples, rate = sf.read(path, dtype="float32", always_2d=True)
     if rate != SAMPLE_RATE:
@@ -188,20 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None:
         rows = rows[: max(0, args.limit)]
     total_audio = sum(float(row["duration_s"]) for row in rows)
-    print(f"{len(rows)} {'/'.join(args.sources)} files, {total_audio / 60:.1f} min of audio; methods: "
-          f"{', '.join(args.methods)}; output: {args.output_dir}", flush=True)
+    say(f"{len(rows)} {'/'.join(args.sources)} files, {total_audio / 60:.1f} min of audio; methods: "
+        f"{', '.join(args.methods)}; output: {args.output_dir}")
     failed = 0
     for method in args.methods:
         stats = run_method(method, rows, args)
         failed += int(stats["failed"])
         minutes = stats["audio_s"] / 60
         per_minute = stats["compute_s"] / minutes if minutes else float("nan")
-        print(f"[{method}] made {stats['made']:.0f}, skipped {stats['skipped']:.0f}, "
-              f"failed {stats['failed']:.0f}; {minutes:.1f} min of audio in "
-              f"{stats['compute_s']:.0f} s of synthesis ({per_minute:.1f} s per audio minute), "
-              f"{stats['wall_s']:.0f} s wall", flush=True)
+        say(f"[{method}] made {stats['made']:.0f}, skipped {stats['skipped']:.0f}, "
+            f"failed {stats['failed']:.0f}; {minutes:.1f} min of audio in "
+            f"{stats['compute_s']:.0f} s of synthesis ({per_minute:.1f} s per audio minute), "
+            f"{stats['wall_s']:.0f} s wall")
     count = write_manifest(read_sources(args.corpus, args.sources), args.output_dir)
-    print(f"manifest: {args.output_dir / 'manifest.csv'} lists {count} spoofs", flush=True)
+    say(f"manifest: {args.output_dir / 'manifest.csv'} lists {count} spoofs")
     return 1 if failed else 0
 
 

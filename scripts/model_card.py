@@ -23,7 +23,8 @@ def pct(value: float | None) -> str:
 
 def devset_section(title: str, metrics: dict) -> list[str]:
     lines = [f"### {title}", "",
-             f"{metrics['scored']} files scored ({metrics['no_speech']} answered No Speech, {metrics['errors']} errors).", "",
+             f"{metrics['scored']} files scored ({metrics['no_speech']} answered No Speech, "
+             f"{metrics['errors']} errors).", "",
              "| measure | value |", "| --- | --- |",
              f"| pooled EER | {pct(metrics.get('eer'))} |",
              f"| ROC-AUC | {metrics.get('roc_auc', float('nan')):.3f} |",
@@ -77,7 +78,8 @@ def flatness_section(path: Path) -> list[str]:
             f"- Trained {info.get('trained')} with `{info.get('command')}` on {info.get('rows')} rows "
             f"({info.get('fake_rows')} fake) of {info.get('files')} files, each as it is and "
             f"{info.get('augmented_variants')} augmented copy.",
-            f"- {cv.get('method')}: EER {pct(cv.get('eer'))}, ROC-AUC {cv.get('roc_auc', float('nan')):.3f}; per system "
+            f"- {cv.get('method')}: EER {pct(cv.get('eer'))}, "
+            f"ROC-AUC {cv.get('roc_auc', float('nan')):.3f}; per system "
             f"{json.dumps({k: round(v, 3) for k, v in cv.get('per_system_eer', {}).items()})}.", ""]
 
 
@@ -87,8 +89,9 @@ def fusion_section(path: Path) -> list[str]:
     lines = ["## Fusion and calibration (`data/fusion.json`)", "",
              "P(fake) = sigmoid("
              + " + ".join(f"{w:.3f}·logit(p_{m})" for m, w in zip(fusion["members"], fusion["weights"], strict=True))
-             + f" {fusion['bias']:+.3f}), a class-balanced logistic regression fitted with `{info.get('command')}` on "
-             f"{info.get('heldout_segments')} segments of {info.get('heldout_files')} files of held-out training speakers "
+             + f" {fusion['bias']:+.3f}), a class-balanced logistic regression fitted with "
+             f"`{info.get('command')}` on {info.get('heldout_segments')} segments of "
+             f"{info.get('heldout_files')} files of held-out training speakers "
              f"({', '.join(info.get('conditions', []))}) that neither member trained on.", "",
              "| held-out training speakers | EER | ROC-AUC | ECE |", "| --- | --- | --- | --- |"]
     for name, values in info.get("heldout", {}).items():
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         "computed (without it, TKAN scores alone). Which members the shipped fusion uses, and why: the "
         "fusion section and the notes at the end.", "",
         "## TKAN classifier: how it was trained", "",
-        f"- TKAN features: `{json.dumps(data.get('feature_spec'))}`; extraction recipe: `{json.dumps(data['recipe'])}`.",
+        f"- TKAN features: `{json.dumps(data.get('feature_spec'))}`; "
+        f"extraction recipe: `{json.dumps(data['recipe'])}`.",
         f"- Rows: {data['rows']} "
         f"({data['fake_rows']} fake) from {data['speakers']} speakers.",
         f"- Rows per system: {', '.join(f'{k} {v}' for k, v in sorted(data['rows_per_system'].items()))}.",

@@ -27,8 +27,8 @@ def held_out_system_eer(data: FeatureSet, folds: int, seed: int, **params) -> di
     result = {}
     for system in sorted(set(systems[data.labels == 1])):
         keep = systems != system
-        subset = FeatureSet(data.features[keep], data.labels[keep], [m for m, k in zip(data.meta, keep) if k],
-                            data.spec, data.recipe)
+        meta = [m for m, k in zip(data.meta, keep, strict=True) if k]
+        subset = FeatureSet(data.features[keep], data.labels[keep], meta, data.spec, data.recipe)
         scores, _ = out_of_fold_scores(subset, n_splits=folds, seed=seed, **params)
         real_scores = scores[subset.labels == 0]
         # the unseen system's rows, scored by a model fitted on everything else

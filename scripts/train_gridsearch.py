@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     search.fit(data.features, data.labels, groups=data.groups)
     results = sorted(
         ({"params": p, "roc_auc": float(m), "std": float(s)} for p, m, s in zip(
-            search.cv_results_["params"], search.cv_results_["mean_test_score"], search.cv_results_["std_test_score"])),
+            search.cv_results_["params"], search.cv_results_["mean_test_score"], search.cv_results_["std_test_score"],
+            strict=True)),
         key=lambda r: -r["roc_auc"],
     )
     for row in results:

@@ -99,7 +99,9 @@ def _member_means(report) -> dict[str, float]:
     """Each scorer's P(fake) over the report's segments, weighted by their durations."""
     weights = np.array([s.end - s.start for s in report.segments])
     names = set().union(*(s.scores for s in report.segments)) if report.segments else set()
-    return {name: float(np.average([s.scores[name] for s in report.segments], weights=weights)) for name in sorted(names)}
+    return {
+        name: float(np.average([s.scores[name] for s in report.segments], weights=weights)) for name in sorted(names)
+    }
 
 
 def _failed(item: AudioItem, error: Exception) -> Prediction:

@@ -173,7 +173,8 @@ def test_gan_training_step_runs(tmp_path: Path) -> None:
     record = trainer.train_step(torch.randn(1, 2048) * 0.1)
     assert {"total", "mel", "discriminator", "adversarial", "feature_matching"} <= set(record)
     assert trainer.step == 1
-    changed = [not torch.equal(a, b) for a, b in zip(discriminator_before, trainer.discriminator.parameters())]
+    after = trainer.discriminator.parameters()
+    changed = [not torch.equal(a, b) for a, b in zip(discriminator_before, after, strict=True)]
     assert any(changed)
 
 
