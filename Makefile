@@ -8,12 +8,13 @@ PYTEST_ARGS ?=
 # pyannote.audio must not send telemetry, wherever Python runs.
 export PYANNOTE_METRICS_ENABLED := false
 
-.PHONY: help setup setup-dev serve test train evaluate clean distclean
+.PHONY: help setup setup-dev serve test lint train evaluate clean distclean
 
 help:
 	@echo "make setup      system tools + .venv with runtime requirements"
 	@echo "make serve      run the API on $(HOST):$(PORT)"
-	@echo "make test       dev setup, then pytest (PYTEST_ARGS=... for extra flags)"
+	@echo "make test       dev setup, ruff, then pytest (PYTEST_ARGS=... for extra flags)"
+	@echo "make lint       ruff check over the project"
 	@echo "make train      rebuild data/ from ../shared/corpus;  make evaluate  devset figures + model card"
 	@echo "make clean      remove caches;  make distclean  also removes .venv"
 
@@ -26,8 +27,11 @@ setup-dev:
 serve: setup
 	$(PYTHON) -m uvicorn api.main:app --host $(HOST) --port $(PORT)
 
-test: setup-dev
+test: setup-dev lint
 	$(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
+
+lint: setup-dev
+	$(PYTHON) -m ruff check .
 
 # Rebuild every shipped model from ../shared/corpus (about 4 h on 2 cores: 2 h of vocoder training,
 # 25 min of TKAN features, 35 of CNN-Transformer), then evaluate: the figures are in data/MODEL_CARD.md.
