@@ -10,7 +10,9 @@ settings unless ``--server-env NAME=VALUE`` says otherwise, and measures:
 - throughput (chunks/s) with 1, 4 and 16 concurrent clients, and their latencies and errors;
 - real-time factor (processing time / audio duration) on 60 s and 10 min recordings of
   alternating espeak-ng voices, with and without diarization;
-- peak RSS of the server process (``VmHWM`` from /proc, or psutil when installed).
+- peak RSS of the server process (``VmHWM`` from /proc, or psutil when installed);
+- after the server stops, each scorer's cost on the 4 s chunk in this process, on one thread, the ones
+  the shipped fusion does not compute included (TKAN).
 
 Writes a JSON report (``--output``) and prints a table. Every phase is bounded in requests and
 time; everything stays on the loopback interface. Needs espeak-ng, ffmpeg and httpx
@@ -380,9 +382,53 @@ def benchmark(args: argparse.Namespace) -> dict:
                         })
                     report["real_time_factor"].append(entry)
             report["memory_end_kib"] = server.memory()
+        emit(f"scorer costs: the 4 s chunk, in process, one thread, median of {args.scorer_repeats} ...")
+        report["scorer_costs_ms"] = scorer_costs(audio.chunk, args.scorer_repeats)
     report["load_average_after"] = load_average()
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return report
+
+
+def scorer_costs(chunk: bytes, repeats: int) -> dict[str, float]:
+    """Median wall ms of each scorer of ``data/`` on the decoded chunk as one segment, in this process on one
+    torch thread, whether or not the shipped fusion computes it: TKAN (speaker network + top-k reduction +
+    MLP), the CNN-Transformer (all its networks) and the flatness scorer. The issue's budget for TKAN +
+    CNN-Transformer on a 4 s chunk is 40 ms."""
+    import torch
+
+    from soundsentry.audio import decode_audio
+    from soundsentry.classifier import load_tkan_artifacts
+    from soundsentry.detector import DEFAULT_DATA_DIR
+    from soundsentry.encoder import SpeakerNetwork
+    from soundsentry.features import segment_features
+    from soundsentry.flatness import FLATNESS_FILE, FlatnessScorer
+    from soundsentry.networks import load_tkan_network
+    from soundsentry.segments import ScoringSegment
+    from soundsentry.spectral import SpectralScorer
+
+    torch.set_num_threads(1)
+    samples = decode_audio(chunk, filename="audio-chunk.webm").samples
+    tkan = load_tkan_artifacts(DEFAULT_DATA_DIR)
+    network = load_tkan_network(tkan.spec.network, resemblyzer=SpeakerNetwork())
+    segment = [ScoringSegment("SPEAKER_00", 0.0, samples.size / SAMPLE_RATE)]
+    scorers = {
+        "tkan": lambda: tkan.predict_fake(segment_features(network, tkan.spec, samples, segment)),
+        "cnn": SpectralScorer.load(DEFAULT_DATA_DIR / "cnn_transformer.pt").score_many,
+        "flatness": FlatnessScorer.load(DEFAULT_DATA_DIR / FLATNESS_FILE).score_many,
+    }
+    costs = {}
+    for name, score in scorers.items():
+        run = (lambda score=score: score([samples])) if name != "tkan" else score
+        for _ in range(3):  # warm-up: first calls allocate and, for TorchScript, optimise
+            run()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) * 1000)
+        costs[name] = round(statistics.median(times), 2)
+    costs["tkan+cnn"] = round(costs["tkan"] + costs["cnn"], 2)
+    return costs
 
 
 def print_table(report: dict) -> None:
@@ -415,6 +461,8 @@ def print_table(report: dict) -> None:
     mem = report["memory_end_kib"]
     emit(f"server memory: after start-up {report['memory_after_startup_kib']['rss'] / 1024:.0f} MiB, "
          f"at the end {mem['rss'] / 1024:.0f} MiB, peak {mem['peak'] / 1024:.0f} MiB")
+    emit("scorer costs, 4 s chunk, one thread (ms): "
+         + ", ".join(f"{k} {v}" for k, v in report["scorer_costs_ms"].items()) + " (budget: tkan+cnn 40)")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -433,9 +481,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="settings for the server, e.g. SOUNDSENTRY_TORCH_THREADS=1 (repeatable)")
     parser.add_argument("--server-log", help="keep the server's log here")
+    parser.add_argument("--scorer-repeats", type=int, default=60, help="timed calls of each scorer, in process")
     args = parser.parse_args(argv)
     if args.quick:
-        args.requests, args.warmup, args.throughput_requests = 20, 2, 24
+        args.requests, args.warmup, args.throughput_requests, args.scorer_repeats = 20, 2, 24, 5
         args.concurrency, args.long_durations = [1, 4], [60.0]
     return args
 

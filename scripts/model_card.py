@@ -21,20 +21,33 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
+def interval(bounds: list[float] | None, points: bool = False) -> str:
+    """", 95 % interval a-b" of a bootstrap interval (metrics.json's), or nothing for older metrics."""
+    if bounds is None:
+        return ""
+    low, high = (f"{100 * b:+.1f}" for b in bounds) if points else (f"{100 * b:.1f}" for b in bounds)
+    return f" (95 % interval {low} to {high})" if points else f" (95 % interval {low}-{high} %)"
+
+
 def devset_section(title: str, metrics: dict) -> list[str]:
     lines = [f"### {title}", "",
              f"{metrics['scored']} files scored ({metrics['no_speech']} answered No Speech, "
              f"{metrics['errors']} errors).", "",
              "| measure | value |", "| --- | --- |",
-             f"| pooled EER | {pct(metrics.get('eer'))} |",
+             f"| pooled EER | {pct(metrics.get('eer'))}{interval(metrics.get('eer_interval'))} |",
              f"| ROC-AUC | {metrics.get('roc_auc', float('nan')):.3f} |",
              f"| min DCF | {metrics.get('min_dcf', float('nan')):.3f} |",
              f"| ECE | {metrics.get('ece', float('nan')):.3f} |",
              f"| accuracy of the verdicts | {pct(metrics.get('accuracy'))} |"]
+    intervals = metrics.get("per_source_eer_interval", {})
     for source, eer in metrics.get("per_source_eer", {}).items():
-        lines.append(f"| EER, {source} fakes vs all reals | {pct(eer)} |")
+        lines.append(f"| EER, {source} fakes vs all reals | {pct(eer)}{interval(intervals.get(source))} |")
     for member, values in metrics.get("members", {}).items():
         lines.append(f"| EER of the {member} scorer alone (ROC-AUC) | {pct(values['eer'])} ({values['roc_auc']:.3f}) |")
+        if "served_minus_member_eer" in values:
+            gain = values["served_minus_member_eer"]
+            lines.append(f"| served EER minus the {member} scorer's (paired) | {100 * gain['difference']:+.1f} points"
+                         f"{interval(gain['interval'], points=True)} |")
     return lines + [""]
 
 

@@ -5,9 +5,10 @@
 DIR holds ``real/`` and ``fake/`` sub-folders, or a ``manifest.csv`` (``path,label[,source,system]``);
 ``--test-dir`` may also name a CSV directly, or any layout ``soundsentry.datasets.load_items`` reads
 (In-the-Wild, ASVspoof 2019 LA / 2021 LA and DF protocols, Fake-or-Real splits). Writes
-``predictions.csv`` and ``metrics.json`` (eer, roc_auc, accuracy, precision, recall, f1,
-confusion_matrix, threshold, min DCF, per-source and per-system EER and min DCF when the data names
-them), the figures of ``soundsentry.plots`` beside them, and prints a summary.
+``predictions.csv`` and ``metrics.json`` (eer with a 95 % bootstrap interval over files, roc_auc,
+accuracy, precision, recall, f1, confusion_matrix, threshold, min DCF, per-source and per-system EER
+and min DCF when the data names them, each scorer alone and its paired EER difference to the served
+score), the figures of ``soundsentry.plots`` beside them, and prints a summary.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def format_summary(metrics: dict) -> str:
     lines = [f"{unit} {metrics['files']}: scored {metrics['scored']}, no speech {metrics['no_speech']}, "
              f"errors {metrics['errors']}"]
     if "eer" in metrics:
-        lines.append(f"EER {metrics['eer']:.2%}  ROC-AUC {metrics['roc_auc']:.3f}  minDCF {metrics['min_dcf']:.3f}  "
-                     f"ECE {metrics['ece']:.3f}")
+        low, high = metrics["eer_interval"]
+        lines.append(f"EER {metrics['eer']:.2%} (95 % interval {low:.1%}-{high:.1%}, files resampled)  "
+                     f"ROC-AUC {metrics['roc_auc']:.3f}  minDCF {metrics['min_dcf']:.3f}  ECE {metrics['ece']:.3f}")
     if "accuracy" in metrics:
         (tn, fp), (fn, tp) = metrics["confusion_matrix"]
         lines += [
@@ -68,7 +70,10 @@ def format_summary(metrics: dict) -> str:
             f"  Fake  {fn:6d} {tp:6d}",
         ]
     for name, member in metrics.get("members", {}).items():
-        lines.append(f"{name} alone: EER {member['eer']:.1%}, ROC-AUC {member['roc_auc']:.3f}")
+        gain = member["served_minus_member_eer"]
+        low, high = gain["interval"]
+        lines.append(f"{name} alone: EER {member['eer']:.1%}, ROC-AUC {member['roc_auc']:.3f}; served minus {name}: "
+                     f"{100 * gain['difference']:+.1f} points (95 % interval {100 * low:+.1f} to {100 * high:+.1f})")
     for key in ("per_source_eer", "per_source_eer_within_source", "per_system_eer"):
         if len(metrics.get(key, {})) > 1:
             lines.append(key.replace("_", " ") + ": " + ", ".join(f"{k} {v:.1%}" for k, v in metrics[key].items()))

@@ -2,7 +2,9 @@
 
 Scores are the reports' ``mean_probability`` (P(fake)); decisions are their ``overall`` verdicts,
 so the confusion matrix is what a user of the API would have seen. Files answered "No Speech" or
-rejected are counted apart and left out of the metrics.
+rejected are counted apart and left out of the metrics. The pooled EER comes with a 95 % interval
+from a bootstrap over files, and each scorer alone with the paired difference to the served score
+(:func:`soundsentry.metrics.bootstrap_eer`), so that two designs can be told apart from noise.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from soundsentry.datasets import AudioItem
 from soundsentry.detector import Detector
 from soundsentry.errors import SoundSentryError
 from soundsentry.fusion import MEMBERS
-from soundsentry.metrics import binary_report, compute_eer, min_dcf
+from soundsentry.metrics import binary_report, bootstrap_eer, compute_eer, min_dcf
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,15 @@ def _group_metric(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, me
     return result
 
 
+def _source_intervals(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray, files: np.ndarray) -> dict:
+    """The 95 % bootstrap interval of each named source's EER (its fakes against all reals)."""
+    result = {}
+    for source in sorted(set(sources[labels == 1]) - {""}):
+        keep = (labels == 0) | (sources == source)
+        result[str(source)] = bootstrap_eer(labels[keep], scores[keep], files[keep])["interval"]
+    return result
+
+
 def _eer(fake_scores: np.ndarray, real_scores: np.ndarray) -> float:
     return compute_eer(fake_scores, real_scores)[0]
 
@@ -139,14 +150,24 @@ def scored_arrays(predictions: list[Prediction]) -> dict[str, np.ndarray]:
     }
 
 
-def _member_summary(scored: list[Prediction], labels: np.ndarray) -> dict[str, dict[str, float]]:
-    """EER and ROC-AUC of each scorer alone (its speech-weighted P(fake) per file), to compare with the fusion."""
+def _member_scores(scored: list[Prediction]) -> dict[str, np.ndarray]:
+    """Each scorer's speech-weighted P(fake) per scored prediction, for the scorers every one of them ran."""
     result = {}
     for name in MEMBERS:
         values = np.array([p.member_scores.get(name, np.nan) for p in scored])
         if np.isfinite(values).all():
-            report = binary_report(labels, values, 0.5)
-            result[name] = {"eer": report["eer"], "roc_auc": report["roc_auc"]}
+            result[name] = values
+    return result
+
+
+def _member_summary(members: dict[str, np.ndarray], labels: np.ndarray, bootstrap: dict) -> dict[str, dict]:
+    """EER and ROC-AUC of each scorer alone, and how much the served score beats it (paired bootstrap)."""
+    result = {}
+    for name, values in members.items():
+        report = binary_report(labels, values, 0.5)
+        paired = bootstrap["paired"][name]
+        result[name] = {"eer": report["eer"], "roc_auc": report["roc_auc"],
+                        "served_minus_member_eer": {"difference": paired["difference"], "interval": paired["interval"]}}
     return result
 
 
@@ -170,12 +191,55 @@ def summarise(predictions: list[Prediction], thresholds: dict[str, float]) -> di
     summary["threshold"] = thresholds.get("normal")
     if 0 < labels.sum() < labels.size:
         by_score = binary_report(labels, scores, thresholds.get("normal", 0.5))
+        # files are the resampled unit of the bootstrap intervals: the chunks of one file stand or fall together
+        files = np.array([str(p.item.path) for p in scored])
         for key in ("eer", "eer_threshold", "roc_auc", "min_dcf", "ece"):
             summary[key] = by_score[key]
         for name, groups in (("source", arrays["sources"]), ("system", arrays["systems"])):
             summary[f"per_{name}_eer"] = _group_metric(labels, scores, groups, _eer)
             summary[f"per_{name}_min_dcf"] = _group_metric(labels, scores, groups, min_dcf)
+        summary["per_source_eer_interval"] = _source_intervals(labels, scores, arrays["sources"], files)
         summary["per_source_eer_within_source"] = _group_metric(labels, scores, arrays["sources"], _eer, within=True)
-        summary["members"] = _member_summary(scored, labels)
+        members = _member_scores(scored)
+        bootstrap = bootstrap_eer(labels, scores, files, paired=members)
+        summary["eer_interval"] = bootstrap["interval"]
+        summary["bootstrap"] = {key: bootstrap[key] for key in ("level", "resamples", "clusters")} | {"unit": "file"}
+        summary["members"] = _member_summary(members, labels, bootstrap)
     summary["mean_processing_ms"] = float(np.mean([p.processing_ms for p in scored]))
     return summary
+
+
+def compare_runs(baseline: list[dict[str, str]], candidate: list[dict[str, str]], *, resamples: int = 1000) -> dict:
+    """Paired comparison of two evaluations of one test set: rows of their ``predictions.csv``.
+
+    Only the trials (file, or chunk of a file) that both runs scored take part. Returns each run's EER
+    on them and the candidate's minus the baseline's, pooled and per source (its fakes against all
+    reals), with 95 % intervals from one bootstrap over files: the way to tell whether a new design
+    beats the shipped one or only drew luckier files.
+    """
+    def scored(rows: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
+        return {(row["path"], row["chunk"]): row for row in rows if row["status"] == "ok"}
+
+    before, after = scored(baseline), scored(candidate)
+    keys = sorted(before.keys() & after.keys())
+    if any(before[key]["label"] != after[key]["label"] for key in keys):
+        raise ValueError("the two runs label some trials differently: they are not runs of one test set")
+    labels = np.array([before[key]["label"] == "fake" for key in keys], dtype=int)
+    if not 0 < labels.sum() < labels.size:
+        raise ValueError(f"the runs share {len(keys)} scored trials, without both fakes and reals among them")
+    files = np.array([key[0] for key in keys])
+    sources = np.array([before[key]["source"] for key in keys])
+    runs = {name: np.array([float(rows[key]["probability"]) for key in keys]) for name, rows in
+            (("baseline", before), ("candidate", after))}
+
+    def paired(keep: np.ndarray) -> dict[str, Any]:
+        result = bootstrap_eer(labels[keep], runs["candidate"][keep], files[keep], resamples=resamples,
+                               paired={"baseline": runs["baseline"][keep]})
+        versus = result["paired"]["baseline"]
+        return {"baseline_eer": versus["eer"], "candidate_eer": result["eer"],
+                "difference": versus["difference"], "interval": versus["interval"]}
+
+    per_source = {str(source): paired((labels == 0) | (sources == source))
+                  for source in sorted(set(sources[labels == 1]) - {""})}
+    return {"trials": len(keys), "files": len(set(files)), "resamples": resamples,
+            "pooled": paired(np.ones(labels.size, dtype=bool)), "per_source": per_source if len(per_source) > 1 else {}}

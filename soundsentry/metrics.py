@@ -81,3 +81,58 @@ def binary_report(labels: np.ndarray, fake_scores: np.ndarray, threshold: float)
         ece=expected_calibration_error(labels, scores),
     )
     return report
+
+
+def bootstrap_eer(
+    labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, *, paired: dict[str, np.ndarray] | None = None,
+    resamples: int = 1000, level: float = 0.95, seed: int = 0,
+) -> dict:
+    """How far the EER could move on another test set like this one: a stratified cluster bootstrap.
+
+    Whole clusters (a file: a browser-chunk run scores several chunks of it, which are not independent
+    trials) are drawn with replacement, fakes and reals apart, so every resample keeps both classes and
+    their counts. Returns the EER with the percentile interval at ``level``, and for each of ``paired``
+    (other scores of the same trials, e.g. one scorer alone) the difference EER(scores) − EER(other)
+    with its interval over the same resamples: a paired comparison, much tighter than two separate
+    intervals. Clusters are taken as independent; files of one generator or one demo page are alike,
+    so the true spread is wider than these intervals.
+    """
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    clusters = np.asarray(clusters)
+    others = {name: np.asarray(values, dtype=np.float64) for name, values in (paired or {}).items()}
+    strata = [
+        [np.flatnonzero((clusters == cluster) & (labels == kind)) for cluster in np.unique(clusters[labels == kind])]
+        for kind in (True, False)
+    ]
+    if not all(strata):
+        raise ValueError("need at least one fake and one real cluster")
+
+    def eer(values: np.ndarray, index: np.ndarray) -> float:
+        return compute_eer(values[index[labels[index]]], values[index[~labels[index]]])[0]
+
+    rng = np.random.default_rng(seed)
+    everything = np.arange(labels.size)
+    drawn = np.empty(resamples)
+    differences = {name: np.empty(resamples) for name in others}
+    for r in range(resamples):
+        index = np.concatenate(
+            [members[i] for members in strata for i in rng.integers(len(members), size=len(members))]
+        )
+        drawn[r] = eer(scores, index)
+        for name, values in others.items():
+            differences[name][r] = drawn[r] - eer(values, index)
+    tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    point = eer(scores, everything)
+    return {
+        "eer": point,
+        "interval": np.percentile(drawn, tails).tolist(),
+        "level": level,
+        "resamples": resamples,
+        "clusters": {"fake": len(strata[0]), "real": len(strata[1])},
+        "paired": {
+            name: {"eer": eer(values, everything), "difference": point - eer(values, everything),
+                   "interval": np.percentile(differences[name], tails).tolist()}
+            for name, values in others.items()
+        },
+    }

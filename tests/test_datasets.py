@@ -8,6 +8,7 @@ system, speaker and source. Nothing here loads a model, so the file runs in seco
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,7 @@ def test_unknown_layout_names_the_known_ones(tmp_path: Path) -> None:
 
 def test_summary_has_per_group_eer_and_min_dcf() -> None:
     def prediction(label: int, probability: float, source: str, system: str) -> Prediction:
-        item = AudioItem(Path("x.wav"), label, source=source, system=system)
+        item = AudioItem(Path(f"{source}{label}.wav"), label, source=source, system=system)
         return Prediction(item, "ok", probability=probability, overall="Fake" if probability >= 0.5 else "Real")
 
     predictions = [  # b's fake beats b's real but not a's: perfect within b, not against all reals
@@ -164,9 +165,47 @@ def test_summary_has_per_group_eer_and_min_dcf() -> None:
     metrics = summarise(predictions, {"normal": 0.5})
     assert metrics["per_system_eer"] == {"A01": 0.0, "A02": 0.25}
     assert metrics["per_source_eer"] == {"a": 0.0, "b": 0.25}
+    assert metrics["per_source_eer_interval"]["a"] == [0.0, 0.0] and metrics["per_source_eer_interval"]["b"][1] > 0
     assert metrics["per_source_eer_within_source"] == {"a": 0.0, "b": 0.0}
     assert metrics["per_system_min_dcf"]["A01"] == 0.0 < metrics["per_system_min_dcf"]["A02"]
     assert set(metrics["per_source_min_dcf"]) == {"a", "b"} and "min_dcf" in metrics
+
+
+def test_compare_runs_pairs_the_trials_both_scored(tmp_path: Path) -> None:
+    from scripts import compare_runs
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 60)
+    noisy = 1 / (1 + np.exp(-(labels - 0.5 + rng.normal(0, 0.8, labels.size))))
+
+    def write_run(name: str, probabilities: np.ndarray, label_of=lambda label: label) -> Path:
+        predictions = [  # two chunks of each file, scored alike; one file the run could not score
+            Prediction(AudioItem(Path(f"{i}.flac"), int(label_of(label)), source="ab"[i % 2]),
+                       "ok" if i else "error", probability=float(p), chunk=f"{i}.flac#{c}")
+            for i, (label, p) in enumerate(zip(labels, probabilities, strict=True)) for c in (0, 1)
+        ]
+        path = tmp_path / name / "predictions.csv"
+        path.parent.mkdir()
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(predictions[0].row()))
+            writer.writeheader()
+            writer.writerows(p.row() for p in predictions)
+        return path
+
+    baseline, perfect = write_run("baseline", noisy), write_run("perfect", np.where(labels == 1, 0.8, 0.2))
+    assert compare_runs.main([str(baseline), str(perfect), "--json", str(tmp_path / "cmp.json")]) == 0
+    result = json.loads((tmp_path / "cmp.json").read_text())
+    assert result["trials"] == 2 * (labels.size - 1) and result["files"] == labels.size - 1
+    pooled = result["pooled"]
+    assert pooled["candidate_eer"] == 0.0 and pooled["baseline_eer"] > 0.2
+    assert pooled["difference"] == -pooled["baseline_eer"] and pooled["interval"][1] < 0
+    assert set(result["per_source"]) == {"a", "b"}
+    # a run against itself: no difference, and no interval around it
+    assert compare_runs.main([str(baseline), str(baseline), "--json", str(tmp_path / "same.json")]) == 0
+    assert json.loads((tmp_path / "same.json").read_text())["pooled"]["interval"] == [0.0, 0.0]
+    # runs of different test sets are refused, with the reason
+    flipped = write_run("flipped", noisy, label_of=lambda label: 1 - label)
+    assert compare_runs.main([str(baseline), str(flipped)]) == 2
 
 
 def test_write_plots(tmp_path: Path) -> None:

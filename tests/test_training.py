@@ -25,7 +25,7 @@ from scripts import (
 from soundsentry.audio import decode_file
 from soundsentry.classifier import load_tkan_artifacts
 from soundsentry.detector import Detector, DetectorConfig
-from soundsentry.metrics import compute_eer, expected_calibration_error
+from soundsentry.metrics import bootstrap_eer, compute_eer, expected_calibration_error
 from soundsentry.spoofs import griffin_lim_resynthesis, world_resynthesis
 from tests.conftest import speak, write_wav
 
@@ -65,6 +65,25 @@ def test_metrics_on_hand_made_scores() -> None:
     assert compute_eer(np.array([0.9, 0.8]), np.array([0.1, 0.2]))[0] == 0.0
     assert expected_calibration_error(np.array([1, 0]), np.array([1.0, 0.0])) == 0.0
     assert expected_calibration_error(np.array([0, 0]), np.array([0.95, 0.95])) == pytest.approx(0.95)
+
+
+def test_bootstrap_interval_of_the_eer() -> None:
+    labels = np.array([1] * 40 + [0] * 40)
+    perfect = np.where(labels == 1, 0.9, 0.1)
+    result = bootstrap_eer(labels, perfect, np.arange(80), paired={"reversed": 1 - perfect}, resamples=200)
+    assert result["eer"] == 0.0 and result["interval"] == [0.0, 0.0]
+    assert result["paired"]["reversed"]["difference"] == -1.0 and result["paired"]["reversed"]["interval"] == [-1, -1]
+
+    rng = np.random.default_rng(1)
+    noisy = labels + rng.normal(0, 1, labels.size)
+    files = bootstrap_eer(labels, noisy, np.arange(80), resamples=300)
+    low, high = files["interval"]
+    assert 0 < low < files["eer"] < high < 1 and files["clusters"] == {"fake": 40, "real": 40}
+    # three chunks of each file scored alike are one file's evidence, not three: the same interval
+    chunks = bootstrap_eer(np.repeat(labels, 3), np.repeat(noisy, 3), np.repeat(np.arange(80), 3), resamples=300)
+    assert chunks["eer"] == pytest.approx(files["eer"]) and chunks["interval"] == pytest.approx(files["interval"])
+    with pytest.raises(ValueError, match="fake and one real"):
+        bootstrap_eer(np.ones(4), np.arange(4.0), np.arange(4))
 
 
 def test_extract_train_load_and_evaluate(labelled_dir: Path, tmp_path: Path) -> None:
@@ -109,6 +128,8 @@ def test_run_test_writes_predictions_and_metrics(labelled_dir: Path, tmp_path: P
         assert key in metrics, key
     assert metrics["files"] == 27 and metrics["errors"] == 0
     assert sum(map(sum, metrics["confusion_matrix"])) == metrics["scored"]
+    low, high = metrics["eer_interval"]
+    assert low <= metrics["eer"] <= high and metrics["bootstrap"]["unit"] == "file"
     with (tmp_path / "predictions.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 27
     assert "confusion matrix" in capsys.readouterr().out
