@@ -22,7 +22,8 @@ def pct(value: float | None) -> str:
 
 
 def interval(bounds: list[float] | None, points: bool = False) -> str:
-    """", 95 % interval a-b" of a bootstrap interval (metrics.json's), or nothing for older metrics."""
+    """A bootstrap interval of metrics.json as " (95 % interval a-b %)", in points with signs for a
+    difference, or "" for metrics written before intervals were."""
     if bounds is None:
         return ""
     low, high = (f"{100 * b:+.1f}" for b in bounds) if points else (f"{100 * b:.1f}" for b in bounds)
