@@ -411,14 +411,15 @@ def scorer_costs(chunk: bytes, repeats: int) -> dict[str, float]:
     tkan = load_tkan_artifacts(DEFAULT_DATA_DIR)
     network = load_tkan_network(tkan.spec.network, resemblyzer=SpeakerNetwork())
     segment = [ScoringSegment("SPEAKER_00", 0.0, samples.size / SAMPLE_RATE)]
+    cnn = SpectralScorer.load(DEFAULT_DATA_DIR / "cnn_transformer.pt")
+    flatness = FlatnessScorer.load(DEFAULT_DATA_DIR / FLATNESS_FILE)
     scorers = {
         "tkan": lambda: tkan.predict_fake(segment_features(network, tkan.spec, samples, segment)),
-        "cnn": SpectralScorer.load(DEFAULT_DATA_DIR / "cnn_transformer.pt").score_many,
-        "flatness": FlatnessScorer.load(DEFAULT_DATA_DIR / FLATNESS_FILE).score_many,
+        "cnn": lambda: cnn.score_many([samples]),
+        "flatness": lambda: flatness.score_many([samples]),
     }
     costs = {}
-    for name, score in scorers.items():
-        run = (lambda score=score: score([samples])) if name != "tkan" else score
+    for name, run in scorers.items():
         for _ in range(3):  # warm-up: first calls allocate and, for TorchScript, optimise
             run()
         times = []

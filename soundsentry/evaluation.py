@@ -125,13 +125,15 @@ def _group_metric(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, me
     return result
 
 
+def _fakes_and_all_reals(labels: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray]:
+    """For each named group that has fakes, the mask of its fakes and every real (the devset README's pooling)."""
+    return {str(group): (labels == 0) | (groups == group) for group in sorted(set(groups[labels == 1]) - {""})}
+
+
 def _source_intervals(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray, files: np.ndarray) -> dict:
     """The 95 % bootstrap interval of each named source's EER (its fakes against all reals)."""
-    result = {}
-    for source in sorted(set(sources[labels == 1]) - {""}):
-        keep = (labels == 0) | (sources == source)
-        result[str(source)] = bootstrap_eer(labels[keep], scores[keep], files[keep])["interval"]
-    return result
+    return {source: bootstrap_eer(labels[keep], scores[keep], files[keep])["interval"]
+            for source, keep in _fakes_and_all_reals(labels, sources).items()}
 
 
 def _eer(fake_scores: np.ndarray, real_scores: np.ndarray) -> float:
@@ -239,7 +241,6 @@ def compare_runs(baseline: list[dict[str, str]], candidate: list[dict[str, str]]
         return {"baseline_eer": versus["eer"], "candidate_eer": result["eer"],
                 "difference": versus["difference"], "interval": versus["interval"]}
 
-    per_source = {str(source): paired((labels == 0) | (sources == source))
-                  for source in sorted(set(sources[labels == 1]) - {""})}
+    per_source = {source: paired(keep) for source, keep in _fakes_and_all_reals(labels, sources).items()}
     return {"trials": len(keys), "files": len(set(files)), "resamples": resamples,
             "pooled": paired(np.ones(labels.size, dtype=bool)), "per_source": per_source if len(per_source) > 1 else {}}
