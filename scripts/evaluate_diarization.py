@@ -548,7 +548,7 @@ def memory_check(path: Path, backend: str) -> dict[str, float | str]:
         path.read_bytes(),
         filename=path.name,
         use_diarization=True,
-        limits=DecodeLimits(max_upload_bytes=1 << 30, max_duration_s=4 * 3600.0, ffmpeg_timeout_s=1800.0),
+        limits=DecodeLimits(max_upload_bytes=1 << 30, max_duration_s=4 * 3600.0, decode_timeout_s=1800.0),
     )
     return {
         "file": str(path),

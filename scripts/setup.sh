@@ -92,6 +92,6 @@ else
 fi
 
 # --- 5. smoke test --------------------------------------------------------------
-"$VENV/bin/python" -c "import torch, torchaudio, torchcodec, pyannote.audio, silero_vad, resemblyzer, fastapi" \
+"$VENV/bin/python" -c "import torch, torchaudio, torchcodec, av, pyannote.audio, silero_vad, resemblyzer, fastapi" \
   || die "import check failed; remove $VENV/.setup-stamp-* (or $VENV) and re-run"
 log "ok ($MODE): $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"

@@ -34,6 +34,7 @@ import numpy as np
 
 from soundsentry.audio import DecodeLimits, Waveform, decode_audio
 from soundsentry.classifier import MODEL_FILE, SCALER_FILE, TkanArtifacts, load_tkan_artifacts
+from soundsentry.deadline import Deadline
 from soundsentry.diarization import BackendChoice, DiarizerConfig, EmbeddedDiarizer, load_speech_backends
 from soundsentry.encoder import SpeakerNetwork
 from soundsentry.errors import ModelLoadError
@@ -41,7 +42,7 @@ from soundsentry.features import crop_samples, segment_features
 from soundsentry.flatness import FLATNESS_FILE, FlatnessScorer
 from soundsentry.fusion import FUSION_FILE, Fusion, check_member_artefacts
 from soundsentry.networks import TkanNetwork, load_tkan_network
-from soundsentry.report import Report, SegmentResult
+from soundsentry.report import Report, SegmentResult, without_paths
 from soundsentry.rollup import CATEGORIES, duration_category, label, overall_verdict, roll_up_speakers, weighted_mean
 from soundsentry.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
 from soundsentry.spectral import SpectralScorer
@@ -78,11 +79,16 @@ class DetectorConfig:
 
 
 class _Timer:
-    def __init__(self) -> None:
+    """Times each stage; with a deadline, refuses to start a stage once it has passed."""
+
+    def __init__(self, deadline: Deadline | None = None) -> None:
         self.ms: dict[str, float] = {}
+        self.deadline = deadline
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        if self.deadline is not None:
+            self.deadline.check()
         start = time.perf_counter()
         try:
             yield
@@ -187,8 +193,9 @@ class Detector:
 
     @property
     def models(self) -> dict[str, str]:
+        """Names and versions of what is loaded, as reports and ``/info`` show them (no server paths)."""
         backends = getattr(self, "speech_backends", None)  # set by load(); absent on hand-built detectors
-        return {
+        return without_paths({
             "vad": self.vad.name,
             "speaker_network": self.network.name,
             "tkan_network": self._tkan_network_text,
@@ -203,7 +210,7 @@ class Detector:
             ),
             "diarization": self.diarizer.name,
             "diarization_backend": backends.describe() if backends else type(self.diarizer).__name__,
-        }
+        })
 
     def _describe_tkan_network(self) -> str:
         """The network TKAN reads, with its checkpoint when the name does not pin the weights."""
@@ -216,18 +223,21 @@ class Detector:
 
     def predict_bytes(
         self, data: bytes, *, filename: str | None = None, use_diarization: bool = False,
-        limits: DecodeLimits = DecodeLimits(),
+        limits: DecodeLimits = DecodeLimits(), deadline: Deadline | None = None,
     ) -> Report:
-        """Decode an upload and :meth:`predict` it; decoding errors are :class:`InputError`s."""
+        """Decode an upload and :meth:`predict` it; decoding errors are :class:`InputError`s.
+
+        ``deadline`` bounds the whole of it: decoding checks it between packets, the analysis between
+        stages, and :class:`~soundsentry.errors.ProcessingTimeoutError` is raised once it has passed."""
         start = time.perf_counter()
-        waveform = decode_audio(data, filename=filename, limits=limits)
+        waveform = decode_audio(data, filename=filename, limits=limits, deadline=deadline)
         decode_ms = (time.perf_counter() - start) * 1000
-        report = self.predict(waveform, use_diarization=use_diarization)
+        report = self.predict(waveform, use_diarization=use_diarization, deadline=deadline)
         report.timings_ms["decode"] = decode_ms
         return report
 
-    def predict(self, waveform: Waveform, *, use_diarization: bool = False) -> Report:
-        timer = _Timer()
+    def predict(self, waveform: Waveform, *, use_diarization: bool = False, deadline: Deadline | None = None) -> Report:
+        timer = _Timer(deadline)
         samples = waveform.samples
         if self.config.denoise:
             with timer.stage("denoise"):
@@ -322,8 +332,8 @@ class Detector:
         )
 
     def info(self) -> dict[str, Any]:
-        """What is loaded: models, backends, thresholds, the feature definition, training metadata."""
-        return {
+        """What is loaded: models, backends, thresholds, the feature definition, training metadata (no server paths)."""
+        return without_paths({
             "models": self.models,
             "thresholds": self.thresholds,
             "feature_spec": self.tkan.spec.to_dict(),
@@ -337,7 +347,7 @@ class Detector:
                 "segment_min_s": self.config.segments.min_duration_s,
                 "segment_max_s": self.config.segments.max_duration_s,
             },
-        }
+        })
 
 
 def _check_fusion_artefacts(fusion: Fusion, data_dir: Path, tkan_dir: Path) -> None:

@@ -7,10 +7,30 @@ timings and model versions.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Verdict = Literal["Real", "Fake", "No Speech"]
+
+# An absolute filesystem path of two parts or more (POSIX, or Windows), inside a sentence; "/health" is not one.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[/\\](?:[^\s/\\,;:()'\"]+[/\\])+([^\s/\\,;:()'\"]*)")
+
+
+def without_paths(value: Any) -> Any:
+    """``value`` (a string, or dicts and lists of them) with every absolute path cut to its last part.
+
+    What the service shows (reports, ``/info``, ``/health``) names models, files and versions, never
+    where they lie on the server: ``/srv/app/model/speaker-diarization-community-1`` becomes
+    ``speaker-diarization-community-1``.
+    """
+    if isinstance(value, str):
+        return _ABSOLUTE_PATH.sub(lambda match: match.group(1) or "", value)
+    if isinstance(value, dict):
+        return {key: without_paths(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(without_paths(item) for item in value)
+    return value
 
 
 @dataclass(frozen=True)

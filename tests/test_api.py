@@ -38,7 +38,7 @@ def test_root_health_info(client: TestClient) -> None:
     assert health.status_code == 200 and health.json()["models_loaded"] is True
     info = client.get("/info").json()
     assert set(info["thresholds"]) == {"very_short", "short", "normal"}
-    assert info["limits"]["max_batch_files"] == 10 and "torchcodec" in info["decoders"]
+    assert info["limits"]["max_batch_files"] == 10 and "pyav" in info["decoders"]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -85,10 +85,10 @@ def test_bad_uploads_get_clear_4xx(client: TestClient, tmp_path: Path, encode_as
     assert_error(post_file(client, empty), 400, "empty_file")
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(bytes(range(256)) * 40)
-    assert_error(post_file(client, garbage), 415, "undecodable_audio")
+    assert_error(post_file(client, garbage), 415, "unsupported_format")
     text = tmp_path / "notes.mp3"
     text.write_text("this is not audio at all\n" * 50)
-    assert_error(post_file(client, text), 415, "undecodable_audio")
+    assert_error(post_file(client, text), 415, "unsupported_format")  # the name says mp3, the bytes do not
     truncated = tmp_path / "truncated.m4a"
     truncated.write_bytes(encode_as("m4a").read_bytes()[:300])
     assert_error(post_file(client, truncated), 415, "undecodable_audio")

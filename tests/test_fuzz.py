@@ -42,7 +42,7 @@ from tests.conftest import ENCODINGS, run_ffmpeg
 EXAMPLES = int(os.environ.get("SOUNDSENTRY_FUZZ_EXAMPLES", "200"))
 API_EXAMPLES = max(10, EXAMPLES // 8)
 LONG_RUN = EXAMPLES > 200
-LIMITS = DecodeLimits(max_upload_bytes=2 * 1024 * 1024, max_duration_s=120.0, ffmpeg_timeout_s=20.0)
+LIMITS = DecodeLimits(max_upload_bytes=2 * 1024 * 1024, max_duration_s=120.0, decode_timeout_s=20.0)
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
