@@ -10,6 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYANNOTE_METRICS_ENABLED=false \
     NUMBA_CACHE_DIR=/tmp/numba-cache
 
+# X-Forwarded-For/-Proto are honoured only from these proxy addresses or networks (comma-separated,
+# e.g. "10.0.0.5" or "172.16.0.0/12"); empty: from nobody, the peer is the client (the rate limit
+# counts per peer). Set it to your reverse proxy's address when one forwards to this container.
+ENV SOUNDSENTRY_TRUSTED_PROXIES=""
+
 # ffmpeg: audio decoding (torchcodec links its libraries too)
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ffmpeg \
@@ -25,7 +30,7 @@ RUN TORCH_PINS=$(grep -E '^(torch|torchaudio)==' requirements.txt) \
  && pip install --index-url https://download.pytorch.org/whl/cpu $TORCH_PINS \
  && pip install -r requirements.txt \
  && pip install --no-deps -r requirements-nodeps.txt \
- && python -c "import torch, torchaudio, torchcodec, pyannote.audio, silero_vad, resemblyzer, fastapi"
+ && python -c "import torch, torchaudio, torchcodec, av, pyannote.audio, silero_vad, resemblyzer, fastapi"
 
 COPY soundsentry/ soundsentry/
 COPY api/ api/
@@ -39,4 +44,6 @@ EXPOSE 8000
 # /health answers 200 only once the models are loaded (503 raises HTTPError -> unhealthy)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"
-CMD ["python", "-m", "uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]
+# api.server: uvicorn with the connection limits (header/body timeouts, connection cap, header size
+# and count, bounded shutdown); see docs/SERVICE.md.
+CMD ["python", "-m", "api.server", "--host", "0.0.0.0", "--port", "8000"]

@@ -25,7 +25,7 @@ setup-dev:
 	bash scripts/setup.sh --dev
 
 serve: setup
-	$(PYTHON) -m uvicorn api.main:app --host $(HOST) --port $(PORT)
+	$(PYTHON) -m api.server --host $(HOST) --port $(PORT)
 
 test: setup-dev lint
 	$(PYTHON) -m pytest -q tests $(PYTEST_ARGS)

@@ -15,6 +15,7 @@ from api.limits import AdmissionGate
 from api.runtime import ModelSlot
 from soundsentry.detector import Detector
 from soundsentry.errors import ServiceUnavailableError
+from soundsentry.report import without_paths
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -26,7 +27,8 @@ def get_detector(request: Request) -> Detector:
     models: ModelSlot = request.app.state.models
     detector = models.get()
     if detector is None:
-        raise ServiceUnavailableError(f"The detector is not ready: {models.reason}. Check GET /health and retry.",
+        raise ServiceUnavailableError(f"The detector is not ready: {without_paths(models.reason)}. Check GET /health "
+                                      "and retry.",
                                       error_code="model_not_loaded")
     return detector
 

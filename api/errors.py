@@ -2,11 +2,15 @@
 
 4xx: the client can fix it (the message says how). 5xx only for server faults, always with an
 ``error_code``: ``model_not_loaded``, ``decoder_unavailable``, ``storage_unavailable``,
-``server_busy`` (503, with ``Retry-After``) and ``internal_error`` (500, logged with its traceback).
+``resources_exhausted`` (out of descriptors or processes), ``insufficient_memory``,
+``processing_timeout``, ``server_busy`` (503, with ``Retry-After``) and ``internal_error`` (500,
+logged with its traceback). An ``OSError`` that means the server ran short (EMFILE, ENFILE, ENOSPC,
+ENOMEM, ...) anywhere on the request path is a 503, never a 500.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Mapping
 
@@ -15,11 +19,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from soundsentry.errors import SoundSentryError
+from soundsentry.errors import SoundSentryError, resource_error
 
 log = logging.getLogger("api")
 
 DEFAULT_RETRY_AFTER_S = 5
+# OSErrors that mean the server is short of something, not that the code is wrong: answered 503.
+SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EAGAIN,
+                             errno.EROFS})
 
 
 def error_response(status_code: int, error_code: str, message: str,
@@ -48,13 +55,17 @@ def _describe_validation(error: RequestValidationError) -> str:
 
 
 def storage_unavailable(request: Request, cause: OSError) -> JSONResponse:
-    """The upload could not be spooled to disk: log where and why, answer 503, try to repair."""
+    """The upload could not be spooled to disk: log where and why, answer 503, try to repair.
+
+    Out of descriptors (EMFILE/ENFILE) is ``resources_exhausted``; anything else ``storage_unavailable``."""
     spool = getattr(request.app.state, "spool", None)
     try:
         where = spool.directory if spool is not None else "the temp directory"
     except OSError:
         where = "the temp directory (none usable)"
     log.error("%s %s: cannot spool the upload to %s: %s", request.method, request.url.path, where, cause)
+    if cause.errno in (errno.EMFILE, errno.ENFILE):
+        return shortage_response(resource_error(cause, "store the upload"))
     if spool is not None:
         spool.check()  # re-makes a private directory that was removed, so the next request may work
     return error_response(
@@ -63,6 +74,11 @@ def storage_unavailable(request: Request, cause: OSError) -> JSONResponse:
         "a server fault and has been logged. Retry later.",
         {"Retry-After": str(DEFAULT_RETRY_AFTER_S)},
     )
+
+
+def shortage_response(error: SoundSentryError) -> JSONResponse:
+    return error_response(error.status_code, error.error_code, error.message,
+                          {"Retry-After": str(DEFAULT_RETRY_AFTER_S)})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -108,6 +124,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(503, "insufficient_memory",
                               "The server ran out of memory on this request; retry later or send shorter audio.",
                               {"Retry-After": str(DEFAULT_RETRY_AFTER_S)})
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, error: OSError) -> JSONResponse:
+        if error.errno not in SHORTAGE_ERRNOS:
+            return await _unexpected(request, error)
+        log.error("%s %s: the server ran short: %s", request.method, request.url.path, error)
+        return shortage_response(resource_error(error, "handle the request"))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:

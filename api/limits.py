@@ -6,7 +6,9 @@ a slot, each for at most ``wait_timeout_s``. Anything beyond is refused at once 
 :class:`ServerBusyError` (HTTP 503 + ``Retry-After``), so overload answers quickly instead of
 piling up threads, memory and latency. The endpoints are plain ``def`` (FastAPI's thread pool),
 so the gate uses ``threading`` primitives, and :meth:`AdmissionGate.run` hands the detection itself
-to the gate's own ``max_running`` worker threads.
+to the gate's own ``max_running`` worker threads, and stops waiting for it at its time bound: the
+detection checks its own deadline as it goes (``soundsentry.deadline``), and one that still has not
+returned is abandoned to finish on its own, its worker replaced, so no slot is held past the bound.
 
 :class:`TokenBuckets` rate-limits per client (API key or IP address): ``per_minute`` tokens a
 minute, at most ``burst`` saved up; touched only from the event loop.
@@ -20,10 +22,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from soundsentry.errors import ServiceUnavailableError
+from soundsentry.errors import ProcessingTimeoutError, ServiceUnavailableError
 
 T = TypeVar("T")
 
@@ -61,6 +64,7 @@ class AdmissionGate:
         self._admitted = 0  # running + waiting
         self._running = 0
         self.rejected = 0  # refused since start-up (for /info and the logs)
+        self.abandoned = 0  # detections that overran their bound and were left to finish on their own
         self._workers = ThreadPoolExecutor(max_running, thread_name_prefix="detection")
 
     @property
@@ -75,7 +79,8 @@ class AdmissionGate:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"running": self._running, "waiting": self._admitted - self._running,
-                    "max_running": self.max_running, "max_waiting": self.max_waiting, "rejected": self.rejected}
+                    "max_running": self.max_running, "max_waiting": self.max_waiting, "rejected": self.rejected,
+                    "abandoned": self.abandoned}
 
     def busy(self, why: str) -> ServerBusyError:
         """The error for a refused request (counted in ``rejected``)."""
@@ -86,15 +91,35 @@ class AdmissionGate:
             retry_after_s=self.retry_after_s,
         )
 
-    def run(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    def run(self, function: Callable[..., T], /, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> T:
         """``function(*args, **kwargs)`` on one of the gate's ``max_running`` worker threads; waits and
         returns its result or raises its exception. Call it while holding a :meth:`slot`, so it never queues.
+
+        With ``timeout_s``, waits at most that long: a call still running then is abandoned (it runs
+        to its end on its own thread, which a new pool replaces for the next callers) and
+        :class:`~soundsentry.errors.ProcessingTimeoutError` is raised, so the caller's slot is freed.
 
         Why not in the request's own thread: FastAPI's pool has up to 40 threads, and torch and the C
         allocator keep state per thread that touches them (arenas, scratch buffers). A soak of 10 000
         chunks from 16 clients, run in the request threads, grew the server from 1175 to 1231 MiB; the
         same detections on 18 threads in one process held about 200 MiB more than on 2."""
-        return self._workers.submit(function, *args, **kwargs).result()
+        workers = self._workers
+        future = workers.submit(function, *args, **kwargs)
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout:
+            if future.cancel():  # never started (cannot happen while callers hold a slot): nothing runs
+                message = f"The analysis did not start within {timeout_s:g} s; retry later."
+                raise ProcessingTimeoutError(message) from None
+            with self._lock:
+                self.abandoned += 1
+                if self._workers is workers:  # the stuck thread keeps the old pool; new work gets a fresh one
+                    self._workers = ThreadPoolExecutor(self.max_running, thread_name_prefix="detection")
+            workers.shutdown(wait=False)
+            raise ProcessingTimeoutError(
+                f"The analysis took longer than {timeout_s:g} s and was stopped. Send a shorter recording, "
+                "or retry later if the server is busy."
+            ) from None
 
     @contextmanager
     def slot(self) -> Iterator[None]:

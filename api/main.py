@@ -21,7 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
 from api.core.config import Settings, get_settings  # noqa: E402
 from api.errors import install_error_handlers  # noqa: E402
 from api.limits import AdmissionGate, TokenBuckets  # noqa: E402
-from api.middleware import AccessMiddleware, BodyLimitMiddleware, ShedMiddleware  # noqa: E402
+from api.middleware import AccessMiddleware, BodyLimitMiddleware, BodyTimeoutMiddleware, ShedMiddleware  # noqa: E402
 from api.routes import health, predict  # noqa: E402
 from api.runtime import ModelSlot, UploadSpool  # noqa: E402
 from soundsentry.audio import available_decoders, ffmpeg_available  # noqa: E402
@@ -42,11 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                  f"{settings.rate_limit_per_minute:g}/min" if settings.rate_limit_per_minute else "off")
         decoders = available_decoders()
         if not decoders:
-            log.error("no audio decoder: install the ffmpeg program (apt-get install ffmpeg) or torchcodec; "
+            log.error("no audio decoder: install PyAV (pip install av) or the ffmpeg program (apt-get install ffmpeg); "
                       "every upload will be refused with 503 decoder_unavailable")
         elif not ffmpeg_available():
-            log.warning("the ffmpeg program is not on PATH: decoding uses torchcodec only, so damaged or "
-                        "truncated uploads it rejects are not recovered (install ffmpeg)")
+            log.warning("the ffmpeg program is not on PATH: decoding uses PyAV only, so uploads it cannot "
+                        "read are not retried with the program (install ffmpeg)")
         app.state.spool.open()
         app.state.models.load()
         try:
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         buckets = TokenBuckets(settings.rate_limit_per_minute, burst)
 
     # add_middleware wraps what is already there: the last added runs first (outermost).
+    app.add_middleware(BodyTimeoutMiddleware, timeout_s=settings.body_timeout_s)
     app.add_middleware(BodyLimitMiddleware, limit_for=settings.max_body_bytes,
                        upload_limit_bytes=settings.max_upload_bytes)
     app.add_middleware(ShedMiddleware, gate=app.state.gate)

@@ -6,19 +6,23 @@ neither disk nor CPU). From the outside in:
    per-client token bucket (when a rate is configured) → 429 ``rate_limited``;
 3. :class:`ShedMiddleware`: detection slots and queue all taken → 503 ``server_busy``;
 4. :class:`BodyLimitMiddleware`: ``Content-Length`` over the route's limit → 413 ``file_too_large``,
-   and the same once a body without (or with a lying) ``Content-Length`` streams past it.
+   and the same once a body without (or with a lying) ``Content-Length`` streams past it;
+5. :class:`BodyTimeoutMiddleware` (innermost): a pause longer than ``body_timeout_s`` between two
+   pieces of the body → 408 ``body_timeout``, and the connection is closed.
 
 ``/`` , ``/health`` and the OpenAPI pages stay open (no key, no rate limit).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 from collections.abc import Callable
 
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import RequestBodyTooLarge, error_response
@@ -32,7 +36,8 @@ API_KEY_HEADER = "x-api-key"
 
 
 def client_address(scope: Scope) -> str:
-    """The peer's IP (behind a proxy, run uvicorn with --proxy-headers so this is the real client)."""
+    """The peer's IP: the client's, or behind a reverse proxy listed in ``SOUNDSENTRY_TRUSTED_PROXIES``
+    the client that proxy names in ``X-Forwarded-For`` (``python -m api.server`` sets that up)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 
@@ -156,3 +161,72 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class BodyTimedOut(StarletteHTTPException):
+    """Raised from ``receive`` when the client paused too long between two pieces of the body. An
+    HTTPException, so FastAPI's body parsing passes it on (anything else becomes a 400)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(status_code=408, detail=message, headers={"Connection": "close"})
+
+
+class BodyTimeoutMiddleware:
+    """408 ``body_timeout`` when the client sends nothing for ``timeout_s`` while the app waits for
+    more of the request body (slow-body clients hold a connection, a spool file and, at shutdown, the
+    process). Only pauses count: each piece restarts the clock, and once the body is complete the
+    app may wait for a disconnect as long as it likes.
+
+    The timeout raises :class:`BodyTimedOut` into the app; whatever answer the app's handlers make
+    of it, the client gets 408 ``body_timeout`` with ``Connection: close`` (unless a response had
+    already started)."""
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_pending = True
+        timed_out = False
+        response_started = replaced = False
+        message = (f"The request body stalled: nothing arrived for {self.timeout_s:g} s. Send the body without "
+                   "pauses (or check the connection) and retry.")
+
+        async def timed_receive() -> Message:
+            nonlocal body_pending, timed_out
+            if not body_pending:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    received = await receive()
+            except TimeoutError:
+                timed_out = True
+                log.info("%s %s from %s: no body data for %g s (408 body_timeout)", scope["method"], scope["path"],
+                         client_address(scope), self.timeout_s)
+                raise BodyTimedOut(message) from None
+            if received["type"] != "http.request" or not received.get("more_body", False):
+                body_pending = False
+            return received
+
+        async def answering_send(outgoing: Message) -> None:
+            nonlocal response_started, replaced
+            if replaced:
+                return  # the rest of the app's own answer to the timeout
+            if timed_out and not response_started and outgoing["type"] == "http.response.start":
+                replaced = True  # whatever the app made of BodyTimedOut, the client gets the 408
+                await _answer(scope, receive, send, 408, "body_timeout", message, {"Connection": "close"})
+                return
+            if outgoing["type"] == "http.response.start":
+                response_started = True
+            await send(outgoing)
+
+        try:
+            await self.app(scope, timed_receive, answering_send)
+        except BodyTimedOut:
+            if response_started or replaced:
+                raise
+            replaced = True
+            await _answer(scope, receive, send, 408, "body_timeout", message, {"Connection": "close"})

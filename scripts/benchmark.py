@@ -1,6 +1,6 @@
 """Benchmark the real service over loopback: ``python -m scripts.benchmark [--quick] [--output FILE]``.
 
-Starts ``uvicorn api.main:app`` on 127.0.0.1 (a free port) as a subprocess, with the default
+Starts ``python -m api.server`` on 127.0.0.1 (a free port) as a subprocess, with the default
 settings unless ``--server-env NAME=VALUE`` says otherwise, and measures:
 
 - start-up: seconds from launch until ``GET /health`` answers 200;
@@ -186,7 +186,8 @@ def make_audio(work_dir: Path, long_durations_s: Sequence[float]) -> BenchAudio:
 
 
 class Server:
-    """``uvicorn api.main:app`` on 127.0.0.1:<free port>, as a child process (stopped on exit)."""
+    """``python -m api.server`` (uvicorn with the service's connection limits) on 127.0.0.1:<free port>,
+    as a child process (stopped on exit)."""
 
     def __init__(self, env: dict[str, str], log_path: Path, startup_timeout_s: float = 300.0) -> None:
         self.port = free_port()
@@ -199,7 +200,7 @@ class Server:
         self.startup_s: float | None = None
 
     def __enter__(self) -> Server:
-        command = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(self.port),
+        command = [sys.executable, "-m", "api.server", "--host", "127.0.0.1", "--port", str(self.port),
                    "--log-level", "warning", "--no-access-log"]
         self._log = self.log_path.open("wb")
         start = time.perf_counter()

@@ -51,11 +51,16 @@ class Settings(BaseSettings):
     )
     # --- what one request may send -------------------------------------------------------------
     max_upload_mb: float = Field(50.0, gt=0, description="largest accepted upload, MiB")
-    max_duration_s: float = Field(3 * 3600.0, gt=0, description="longest accepted decoded audio, seconds")
+    max_duration_s: float = Field(
+        1800.0, gt=0, description="longest accepted decoded audio, seconds (memory: about 4 MB per minute kept)"
+    )
     max_diarization_s: float = Field(
         1800.0, gt=0, description="longest audio accepted with use_diarization=true (clustering grows as n^2)"
     )
-    ffmpeg_timeout_s: float = Field(60.0, gt=0)
+    decode_timeout_s: float = Field(30.0, gt=0, description="wall-clock bound on decoding one upload (either decoder)")
+    detection_timeout_s: float = Field(
+        180.0, gt=0, description="wall-clock bound on one upload's decode + analysis; the slot is freed past it"
+    )
     max_batch_files: int = Field(10, ge=1, le=100)
     # --- capacity: how much work runs at once, how much may wait ---------------------------------
     max_concurrent_jobs: int = Field(2, ge=1, description="detections running at once; match the CPU cores")
@@ -80,8 +85,20 @@ class Settings(BaseSettings):
         None, description="uploads over 1 MiB spool under a private (0700) directory made here; None = system temp"
     )
     model_retry_s: float = Field(30.0, ge=0, description="after a failed model load, retry at most this often")
+    # --- connections (enforced by the server launcher, api/server.py) ------------------------------
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="proxies whose X-Forwarded-For/-Proto are honoured; empty = none (the peer is the client)",
+    )
+    max_connections: int = Field(1000, ge=1, description="open connections; past it the oldest idle one is closed")
+    header_timeout_s: float = Field(10.0, gt=0, description="a new connection must send its full headers within this")
+    body_timeout_s: float = Field(30.0, gt=0, description="longest pause between two pieces of a request body")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
+    max_header_bytes: int = Field(64 * 1024, ge=4096, description="largest request line + headers, bytes")
+    max_headers: int = Field(100, ge=8, description="most header fields in one request")
+    shutdown_timeout_s: float = Field(5.0, gt=0, description="on SIGTERM, requests in flight get this long to finish")
 
-    @field_validator("cors_origins", "api_keys", mode="before")
+    @field_validator("cors_origins", "api_keys", "trusted_proxies", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _split_list(value)
@@ -154,7 +171,7 @@ class Settings(BaseSettings):
         return DecodeLimits(
             max_upload_bytes=self.max_upload_bytes,
             max_duration_s=duration,
-            ffmpeg_timeout_s=self.ffmpeg_timeout_s,
+            decode_timeout_s=self.decode_timeout_s,
         )
 
 

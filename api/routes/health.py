@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 from api.deps import DetectorDep, GateDep, SettingsDep
 from api.runtime import ModelSlot, UploadSpool
 from api.schemas import HealthResponse
-from soundsentry.audio import available_decoders
+from soundsentry.audio import DEMUXERS, available_decoders
+from soundsentry.report import without_paths
 
 router = APIRouter(tags=["status"])
 
@@ -36,19 +37,19 @@ def health(request: Request):
     decoders = list(available_decoders())
     problems = []
     if detector is None:
-        problems.append(models.reason)
+        problems.append(without_paths(models.reason))  # the log has the full path; this page is open
     if not decoders:
-        problems.append("no audio decoder is installed (install the ffmpeg program or torchcodec)")
+        problems.append("no audio decoder is installed (install PyAV or the ffmpeg program)")
     if detector is None or problems:
         body = HealthResponse(status="unavailable", models_loaded=detector is not None, detail="; ".join(problems),
                               decoders=decoders)
         return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
     degraded = []
     if "ffmpeg" not in decoders:
-        degraded.append("the ffmpeg program is missing: damaged uploads that torchcodec rejects are not recovered")
+        degraded.append("the ffmpeg program is missing: uploads that PyAV cannot read are not retried with it")
     storage_problem = spool.check()
     if storage_problem:
-        degraded.append(f"uploads over 1 MiB will be refused: {storage_problem}")
+        degraded.append(without_paths(f"uploads over 1 MiB will be refused: {storage_problem}"))
     return HealthResponse(status="degraded" if degraded else "ok", models_loaded=True,
                           detail="; ".join(degraded) or None, backends=detector.models, decoders=decoders)
 
@@ -58,7 +59,7 @@ def info(detector: DetectorDep, settings: SettingsDep, gate: GateDep) -> dict:
     return {
         **detector.info(),
         "decoders": list(available_decoders()),
-        "formats": ["wav", "flac", "mp3", "webm/opus", "ogg/vorbis", "ogg/opus", "m4a/aac", "aac (adts)"],
+        "formats": sorted(DEMUXERS),
         "limits": {
             "max_upload_mb": settings.max_upload_mb,
             "max_duration_s": settings.max_duration_s,

@@ -3,27 +3,35 @@
 Plain ``def`` endpoints: inference is CPU-bound, so FastAPI runs them in its thread pool and the
 event loop stays free. Each request holds one slot of the admission gate (``GateDep``) while it
 reads its upload and runs the detector, on one of the gate's own worker threads (``gate.run``): at
-most ``max_concurrent_jobs`` run, ``max_queued_jobs`` wait, the rest get 503 ``server_busy``. The
-upload (spooled to a private temp file by Starlette, removed when the request ends) is read at most
-``max_upload_bytes + 1`` bytes, then decoded in memory.
+most ``max_concurrent_jobs`` run, ``max_queued_jobs`` wait, the rest get 503 ``server_busy``. Each
+file's analysis is bounded by ``detection_timeout_s`` (503 ``processing_timeout`` past it, the slot
+freed). The upload (spooled to an anonymous temp file by Starlette, gone when the request ends) is
+read at most ``max_upload_bytes + 1`` bytes, then decoded in memory.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from api.core.config import Settings
 from api.deps import DetectorDep, GateDep, SettingsDep
+from api.limits import AdmissionGate
 from api.schemas import BatchItem, BatchResponse, ErrorResponse, PredictResponse
 from soundsentry.audio import DecodeLimits
+from soundsentry.deadline import Deadline
 from soundsentry.detector import Detector
-from soundsentry.errors import InputError, UploadTooLargeError
+from soundsentry.errors import InputError, ProcessingTimeoutError, UploadTooLargeError
 
 # Multipart parsing limits (Starlette's defaults allow 1000 files and 1000 fields per request).
 router = APIRouter(tags=["detection"], form_limits={"max_files": 100, "max_fields": 16})
 
+# A detection past its deadline stops at its next check (between packets or stages); the gate waits
+# this much longer before abandoning one that has not.
+ABANDON_GRACE_S = 2.0
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 413, 415, 422, 429, 503)
 }
@@ -39,10 +47,11 @@ def read_upload(upload: UploadFile, limits: DecodeLimits) -> bytes:
     return data
 
 
-def analyse(detector: Detector, upload: UploadFile, use_diarization: bool, limits: DecodeLimits) -> dict:
+def analyse(detector: Detector, upload: UploadFile, use_diarization: bool, limits: DecodeLimits,
+            deadline: Deadline) -> dict:
     start = time.perf_counter()
     report = detector.predict_bytes(read_upload(upload, limits), filename=upload.filename,
-                                    use_diarization=use_diarization, limits=limits)
+                                    use_diarization=use_diarization, limits=limits, deadline=deadline)
     return {**report.serialize(), "processing_time_ms": round((time.perf_counter() - start) * 1000, 2),
             "filename": upload.filename}
 
@@ -56,7 +65,16 @@ def predict(
     use_diarization: Annotated[bool, Form(description="split the speech per speaker first")] = False,
 ) -> dict:
     with gate.slot():
-        return gate.run(analyse, detector, audio, use_diarization, settings.decode_limits(use_diarization))
+        limits = settings.decode_limits(use_diarization)
+        return bounded(gate, settings, analyse, detector, audio, use_diarization, limits)
+
+
+def bounded(gate: AdmissionGate, settings: Settings, function: Callable[..., dict], *args: Any) -> dict:
+    """``function(*args, deadline)`` on the gate's workers, within ``settings.detection_timeout_s``: the
+    analysis stops itself at the deadline, and the gate stops waiting for it a moment later."""
+    bound_s = settings.detection_timeout_s
+    deadline = Deadline(bound_s, "analysing the upload")
+    return gate.run(function, *args, deadline, timeout_s=bound_s + ABANDON_GRACE_S)
 
 
 @router.post("/batch-predict", response_model=BatchResponse, responses=ERRORS)
@@ -77,9 +95,9 @@ def batch_predict(
         for upload in files:
             name = upload.filename or "unnamed"
             try:
-                body = gate.run(analyse, detector, upload, use_diarization, limits)
+                body = bounded(gate, settings, analyse, detector, upload, use_diarization, limits)
                 results.append(BatchItem(filename=name, status="success", result=PredictResponse(**body)))
-            except InputError as error:  # one bad file does not fail the others
+            except (InputError, ProcessingTimeoutError) as error:  # one bad or slow file does not fail the others
                 results.append(BatchItem(filename=name, status="error", error_code=error.error_code,
                                          message=error.message))
     successful = sum(item.status == "success" for item in results)
