@@ -22,6 +22,7 @@ Usage
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -338,12 +339,16 @@ def _decoder_whitelist() -> str:
     """The ffmpeg program's ``-codec_whitelist``: every decoder name of an allowed codec (PyAV lists them)."""
     names = {"mp3float", "mp2float", "mp1float", "aac_fixed", "libopus", "libvorbis", *_CODECS}
     av = _pyav()
-    if av is not None:
-        names.update(name for name in av.codecs_available if name.startswith(_CODEC_PREFIXES))
+    if av is not None:  # decoders are named apart from their codec at times ("g722" decodes adpcm_g722)
+        for name in av.codecs_available:
+            with contextlib.suppress(av.FFmpegError, ValueError):
+                decoder = av.Codec(name, "r")
+                if codec_allowed(decoder.canonical_name):
+                    names.add(decoder.name)
     else:  # the common ones, enough for the fallback alone
         names.update(f"pcm_{kind}" for kind in ("s16le", "s16be", "s24le", "s32le", "f32le", "f64le", "u8",
                                                 "alaw", "mulaw", "s24be", "s32be", "f32be"))
-        names.update(("adpcm_ima_wav", "adpcm_ms", "adpcm_ima_qt", "adpcm_g726"))
+        names.update(("adpcm_ima_wav", "adpcm_ms", "adpcm_ima_qt", "g726", "g722"))
     return ",".join(sorted(names))
 
 

@@ -451,7 +451,7 @@ def _cases() -> list[Case]:
         Case("slots/decode-past-its-bound", "slots", lambda s: s.silence_flac(8, 29, piped=False), (415,),
              ("decode_timeout",), filename="meeting.flac", max_s=5, settings="tight_decode"),
         Case("slots/detection-past-its-bound", "slots",
-             lambda s: pcm_wav(np.tile(s.speech_samples, 8)), (503,), ("processing_timeout",), max_s=8,
+             lambda s: pcm_wav(np.tile(s.speech_samples, 40)), (503,), ("processing_timeout",), max_s=8,
              settings="tight_detection"),
     ]
     # faults: the server short of descriptors, disk or memory answers 503 with an error_code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,3 +144,19 @@ def test_unloadable_models_give_503(tmp_path: Path, speech_wav: Path) -> None:
         health = broken.get("/health")
         assert health.status_code == 503 and "missing" in health.json()["detail"]
         assert_error(post_file(broken, speech_wav), 503, "model_not_loaded")
+
+
+# An absolute path of two parts or more, as a server directory would appear ("/health" is one part).
+SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/\"',;:()]+/)+[^\s/\"',;:()]*")
+
+
+def test_no_server_paths_are_shown(client: TestClient, speech_wav: Path, tmp_path: Path) -> None:
+    """/health, /info and reports name models and versions, never where they lie on the server;
+    the 503 of a server without models says what is missing, not where it looked."""
+    shown = [client.get("/health").text, client.get("/info").text,
+             post_file(client, speech_wav, use_diarization="true").text]
+    with TestClient(create_app(Settings(data_dir=tmp_path / "models"))) as broken:
+        shown += [broken.get("/health").text, post_file(broken, speech_wav).text]
+    for text in shown:
+        assert SERVER_PATH.findall(text) == [], text[:400]
+    assert "missing" in shown[3] and str(tmp_path) not in shown[3] + shown[4]

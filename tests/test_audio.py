@@ -32,6 +32,7 @@ from soundsentry.errors import (
     UploadTooLargeError,
 )
 from tests.conftest import ENCODINGS, read_wav, run_ffmpeg, write_wav
+from tests.hostile_corpus import ADPCM_AND_PCM
 
 SNIFFED = {"m4a_faststart": "m4a"}  # encoding name -> sniffed name, where they differ
 DURATION_TOLERANCE_S = 0.1
@@ -200,6 +201,29 @@ def test_long_stereo_recording_streams_with_channels_averaged(fmt: str, decoder:
     rms = float(np.sqrt(np.mean(decoded[SAMPLE_RATE : 600 * SAMPLE_RATE] ** 2)))
     assert rms == pytest.approx(0.4 * 2.83 / 8 / 2 / np.sqrt(2), rel=0.1)  # the mean of the two channels
     assert set(Path(tempfile.gettempdir()).iterdir()) == before
+
+
+@pytest.mark.parametrize("codec", ADPCM_AND_PCM)
+def test_decoders_agree_on_every_codec(codec: str, speech_wav: Path, tmp_path: Path) -> None:
+    """Every PCM and ADPCM codec a WAV, AIFF or MOV may carry: the upload's decode is as long as the
+    ffmpeg program's and the same signal. Where PyAV alone reads short (IMA-ADPCM: a quarter of the
+    samples), the shortfall is seen and the program's decode is used."""
+    suffix, args, rate = ADPCM_AND_PCM[codec]
+    path = tmp_path / f"{codec}{suffix}"
+    run_ffmpeg("-i", str(speech_wav), "-f", "lavfi", "-i", "sine=frequency=220:duration=8.4",
+               "-filter_complex", "[0:a]apad=whole_dur=8.4[s];[s][1:a]amix=inputs=2:duration=first",
+               "-t", "8.4", "-ar", str(rate), "-ac", "1", *args, str(path))
+    data = path.read_bytes()
+    program = decode_audio(data, decoders=("ffmpeg",)).samples
+    served = decode_audio(data).samples
+    assert abs(program.size / SAMPLE_RATE - 8.4) < 0.15, program.size / SAMPLE_RATE  # ADPCM pads its last block
+    assert abs(served.size - program.size) <= 0.01 * program.size, (served.size, program.size)
+    common = min(served.size, program.size)
+    assert np.corrcoef(served[:common], program[:common])[0, 1] > 0.99
+    in_process = decode_audio(data, decoders=("pyav",)).samples
+    if in_process.size < 0.99 * program.size:  # PyAV alone is short: the check must catch it
+        claimed = 8.4
+        assert audio._looks_short(in_process.size / SAMPLE_RATE, claimed, audio.DecodeLimits()), codec
 
 
 def test_192k_is_resampled_without_aliasing() -> None:

@@ -356,3 +356,43 @@ def test_sigterm_exits_promptly_while_a_client_trickles_an_upload(tmp_path: Path
             stop.set()
             sock.close()
             thread.join(timeout=5)
+
+
+def test_no_upload_is_ever_on_disk_even_when_the_server_is_killed(tmp_path: Path) -> None:
+    """Uploads over 1 MiB spool to an unlinked temp file and the ffmpeg program reads a memfd: at no
+    time, not while receiving, not while decoding, not after SIGKILL, does a file hold the upload."""
+    from tests.conftest import run_ffmpeg
+
+    minute = tmp_path / "minute.flac"
+    run_ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=7.1", "-t", "60", "-c:a", "flac", str(minute))
+    meeting = tmp_path / "meeting.flac"  # 29 min, 8 channels: a few seconds to decode
+    run_ffmpeg("-stream_loop", "28", "-i", str(minute), "-c", "copy", str(meeting))
+    spool = tmp_path / "spool"
+    env = {"SOUNDSENTRY_TMP_DIR": str(spool)}
+    spool.mkdir()
+    server = ServerProcess(env, tmp_path / "server.log").start()
+
+    def files_on_disk() -> list[str]:
+        return [str(path) for path in spool.rglob("*") if path.is_file()]
+
+    try:
+        server.wait_ready()
+        body = meeting.read_bytes()
+        receiving = socket.create_connection((HOST, server.port))
+        receiving.sendall(multipart_head(3 * 1024 * 1024) + bytes(1536 * 1024))  # over the 1 MiB in-memory spool
+        decoding = socket.create_connection((HOST, server.port))
+        head = (b'--b\r\nContent-Disposition: form-data; name="audio"; filename="meeting.flac"\r\n'
+                b"Content-Type: audio/flac\r\n\r\n")
+        tail = b"\r\n--b--\r\n"
+        decoding.sendall(f"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                         f"Content-Length: {len(head) + len(body) + len(tail)}\r\n\r\n".encode() + head + body + tail)
+        time.sleep(1.0)
+        assert server.process is not None and server.process.poll() is None
+        assert files_on_disk() == [], "an upload sits in a named file"
+        server.process.kill()
+        server.process.wait(timeout=30)
+        assert files_on_disk() == [], "the killed server left an upload behind"
+        receiving.close()
+        decoding.close()
+    finally:
+        server.stop()
