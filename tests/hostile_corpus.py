@@ -311,13 +311,8 @@ class Sources:
         minute = self.path(f"minute-{channels}ch.flac")
         if not minute.exists():
             ffmpeg("-f", "lavfi", "-i", f"anullsrc=r=16000:cl={layout}", "-t", "60", "-c:a", "flac", str(minute))
-        out = self.path(f"silence-{channels}ch-{minutes}min{'-piped' if piped else ''}.flac")
-        loop = ("-stream_loop", str(minutes - 1), "-i", str(minute), "-c", "copy", "-f", "flac")
-        if piped:
-            ffmpeg(*loop, stdout=out)
-        else:
-            ffmpeg(*loop, str(out))
-        return out.read_bytes()
+        return self._looped(minute, minutes, f"silence-{channels}ch-{minutes}min{'-piped' if piped else ''}.flac",
+                            "flac", piped=piped)
 
     @functools.cache  # noqa: B019
     def silence_webm(self, *, piped: bool) -> bytes:
@@ -326,8 +321,13 @@ class Sources:
         if not minute.exists():
             ffmpeg("-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-t", "60", "-c:a", "libopus", "-b:a", "6k",
                    "-frame_duration", "60", "-f", "webm", str(minute))
-        out = self.path(f"three-hours{'-piped' if piped else ''}.webm")
-        loop = ("-stream_loop", "184", "-i", str(minute), "-c", "copy", "-f", "webm")
+        return self._looped(minute, 185, f"three-hours{'-piped' if piped else ''}.webm", "webm", piped=piped)
+
+    def _looped(self, minute: Path, times: int, name: str, muxer: str, *, piped: bool) -> bytes:
+        """``minute`` repeated ``times`` times without re-encoding; ``piped``: written to a pipe, so the
+        muxer cannot seek back to write the total length into the header."""
+        out = self.path(name)
+        loop = ("-stream_loop", str(times - 1), "-i", str(minute), "-c", "copy", "-f", muxer)
         if piped:
             ffmpeg(*loop, stdout=out)
         else:

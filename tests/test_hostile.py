@@ -32,6 +32,7 @@ from api.runtime import ModelSlot
 from soundsentry import audio
 from soundsentry.detector import DEFAULT_DATA_DIR
 from tests.conftest import ENCODINGS, SAMPLE_RATE, read_wav, run_ffmpeg, write_wav
+from tests.hostile_corpus import float_wav
 
 ACCEPTED_EXTENSIONS = (".wav", ".mp3", ".webm", ".ogg", ".opus", ".m4a", ".aac", ".flac")
 CORRUPTIBLE_FORMATS = ("wav", "mp3", "webm", "ogg", "opus", "m4a", "m4a_faststart", "flac", "aac")
@@ -41,15 +42,6 @@ HOSTILE_NAME = "../../etc/passwd;rm -rf ~.wav"
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def float_wav(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """IEEE-float (format 3) WAV of (time,) or (channel, time) float32 samples, NaN/Inf kept."""
-    frames = np.atleast_2d(samples).astype("<f4").T.tobytes()
-    channels = np.atleast_2d(samples).shape[0]
-    fmt = struct.pack("<HHIIHH", 3, channels, sample_rate, sample_rate * channels * 4, channels * 4, 32)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(frames)) + frames
-    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def pcm_wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE, *, data_size: int | None = None) -> bytes:
