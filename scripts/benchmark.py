@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -42,8 +43,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from soundsentry.constants import SAMPLE_RATE
+
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE_RATE = 16_000
 CHUNK_S = 4.0
 SENTENCES = (
     ("en-us+m3", 30, "Good morning, could we talk about the schedule for next week before the meeting starts?"),
@@ -195,7 +197,7 @@ class Server:
         self.log_path = log_path
         self.startup_timeout_s = startup_timeout_s
         base = {k: v for k, v in os.environ.items() if not k.startswith("SOUNDSENTRY_")}
-        self.env = {**base, "PYTHONPATH": str(REPO), "PYANNOTE_METRICS_ENABLED": "false", **env}
+        self.env = {**base, "PYTHONPATH": str(REPO), **env}
         self.process: subprocess.Popen | None = None
         self.startup_s: float | None = None
 
@@ -398,27 +400,15 @@ def scorer_costs(chunk: bytes, repeats: int) -> dict[str, float]:
     import torch
 
     from soundsentry.audio import decode_audio
-    from soundsentry.classifier import load_tkan_artifacts
     from soundsentry.detector import DEFAULT_DATA_DIR
-    from soundsentry.encoder import SpeakerNetwork
-    from soundsentry.features import segment_features
-    from soundsentry.flatness import FLATNESS_FILE, FlatnessScorer
-    from soundsentry.networks import load_tkan_network
+    from soundsentry.scorers import REGISTRY, load_member
     from soundsentry.segments import ScoringSegment
-    from soundsentry.spectral import SpectralScorer
 
     torch.set_num_threads(1)
     samples = decode_audio(chunk, filename="audio-chunk.webm").samples
-    tkan = load_tkan_artifacts(DEFAULT_DATA_DIR)
-    network = load_tkan_network(tkan.spec.network, resemblyzer=SpeakerNetwork())
     segment = [ScoringSegment("SPEAKER_00", 0.0, samples.size / SAMPLE_RATE)]
-    cnn = SpectralScorer.load(DEFAULT_DATA_DIR / "cnn_transformer.pt")
-    flatness = FlatnessScorer.load(DEFAULT_DATA_DIR / FLATNESS_FILE)
-    scorers = {
-        "tkan": lambda: tkan.predict_fake(segment_features(network, tkan.spec, samples, segment)),
-        "cnn": lambda: cnn.score_many([samples]),
-        "flatness": lambda: flatness.score_many([samples]),
-    }
+    members = {name: load_member(name, DEFAULT_DATA_DIR) for name in REGISTRY}
+    scorers = {name: functools.partial(scorer.score, samples, segment) for name, scorer in members.items()}
     costs = {}
     for name, run in scorers.items():
         for _ in range(3):  # warm-up: first calls allocate and, for TorchScript, optimise

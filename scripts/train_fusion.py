@@ -48,48 +48,42 @@ Nothing here reads ../shared/devset: measure the result with ``python -m scripts
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")
+import numpy as np
+import torch
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a file: make `soundsentry` importable
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from soundsentry.audio import SAMPLE_RATE, decode_audio, encode_audio  # noqa: E402
-from soundsentry.classifier import MODEL_FILE, load_tkan_artifacts  # noqa: E402
-from soundsentry.datasets import load_items  # noqa: E402
-from soundsentry.features import crop_samples, segment_features  # noqa: E402
-from soundsentry.flatness import (  # noqa: E402
+from soundsentry.audio import SAMPLE_RATE, decode_audio, encode_audio
+from soundsentry.classifier import load_tkan_artifacts
+from soundsentry.datasets import load_items
+from soundsentry.features import crop_samples
+from soundsentry.flatness import (
     FLATNESS_FILE,
     FlatnessScorer,
     file_rows,
     fit_flatness_model,
     flatness_features,
 )
-from soundsentry.fusion import FUSION_FILE, MEMBERS, Fusion, fit_fusion, logit  # noqa: E402
-from soundsentry.hashing import file_sha256  # noqa: E402
-from soundsentry.metrics import binary_report  # noqa: E402
-from soundsentry.networks import load_tkan_network  # noqa: E402
-from soundsentry.segments import scoring_segments, single_speaker_annotation  # noqa: E402
-from soundsentry.spectral import SpectralScorer  # noqa: E402
-from soundsentry.training import FeatureSet, category_thresholds, make_model, provenance  # noqa: E402
-from soundsentry.vad import SileroVad  # noqa: E402
+from soundsentry.fusion import FUSION_FILE, MEMBERS, Fusion, fit_fusion, logit
+from soundsentry.hashing import file_sha256
+from soundsentry.metrics import binary_report
+from soundsentry.networks import load_tkan_network
+from soundsentry.scorers import REGISTRY, Scorer, load_member
+from soundsentry.scorers.cnn import CNN_FILE
+from soundsentry.scorers.tkan import TkanScorer
+from soundsentry.segments import scoring_segments, single_speaker_annotation
+from soundsentry.training import FeatureSet, category_thresholds, make_model, provenance
+from soundsentry.vad import SileroVad
 
+ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("train_fusion")
 CROP_S = 4.0
 WEIGHTINGS = ("heldout", "equal", "calibration-fakes")
@@ -191,17 +185,16 @@ class ConditionScores:
 
 @dataclass
 class MemberScorers:
-    """The members as the service runs them: VAD, scoring segments, each member on each segment."""
+    """The members as the service runs them: VAD, scoring segments, each scorer's ``score`` on each segment
+    (the shipped CNN-Transformer, TKAN refitted without the held-out speakers); flatness is kept as its
+    features, scored by whichever flatness model is fitted afterwards."""
 
     vad: SileroVad
-    cnn: SpectralScorer | None
-    tkan_model: Any | None
-    network: Any | None
-    spec: Any | None
+    members: dict[str, Scorer]  # in MEMBERS order
     flatness_features: Any | None
 
     def score(self, items: list, rng: np.random.Generator, description: str) -> ConditionScores:
-        columns: dict[str, list[float]] = {m: [] for m, on in (("tkan", self.tkan_model), ("cnn", self.cnn)) if on}
+        columns: dict[str, list[float]] = {name: [] for name in self.members}
         inputs, labels, durations, kinds, systems = [], [], [], [], []
         for item in tqdm(items, desc=description, unit="file", mininterval=5.0, file=sys.stderr):
             samples = decode_audio(item.path.read_bytes(), filename=item.path.name).samples
@@ -209,19 +202,16 @@ class MemberScorers:
                 segments = scoring_segments(single_speaker_annotation(self.vad(audio)))
                 if not segments:
                     continue
-                if self.tkan_model is not None:
-                    features = segment_features(self.network, self.spec, audio, segments)
-                    columns["tkan"] += self.tkan_model.predict_proba(features)[:, 1].tolist()
-                crops = [crop_samples(audio, s.start, s.end) for s in segments]
-                if self.cnn is not None:
-                    columns["cnn"] += self.cnn.score_many(crops).tolist()
+                for name, scorer in self.members.items():
+                    columns[name] += scorer.score(audio, segments).tolist()
                 if self.flatness_features is not None:
-                    inputs += [flatness_features(c, self.flatness_features) for c in crops]
+                    inputs += [flatness_features(crop_samples(audio, s.start, s.end), self.flatness_features)
+                               for s in segments]
                 labels += [item.label] * len(segments)
                 durations += [s.duration for s in segments]
                 kinds += [kind] * len(segments)
                 systems += [item.system] * len(segments)
-        ordered = [columns[m] for m in MEMBERS if m in columns]  # MEMBERS order: tkan, cnn (flatness last)
+        ordered = list(columns.values())  # MEMBERS order: tkan, cnn (flatness last)
         return ConditionScores(
             np.column_stack(ordered) if ordered else np.zeros((len(labels), 0)),
             np.stack(inputs) if inputs else np.zeros((len(labels), 0)), np.array(labels), np.array(durations),
@@ -300,11 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
-    cnn_path = args.models_dir / "cnn_transformer.pt"
-    cnn = SpectralScorer.load(cnn_path)
-    held_groups = set(cnn.metadata.get("data", {}).get("heldout_groups") or [])
+    cnn = load_member("cnn", args.models_dir)
+    held_groups = set(cnn.model.metadata.get("data", {}).get("heldout_groups") or [])
     if not held_groups:
-        raise SystemExit(f"{cnn_path} does not list the speakers it held out (metadata.data.heldout_groups)")
+        raise SystemExit(f"{args.models_dir / CNN_FILE} does not list the speakers it held out "
+                         "(metadata.data.heldout_groups)")
     items = [item for location in args.data for item in load_items(location)]
     held = [item for item in items if (item.speaker or str(item.path)) in held_groups]
     if args.limit:
@@ -329,9 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         flatness_spec = shipped.features
         log.info("flatness recipe: %d augmented copies per file, crops %s s, C=%g", variants, crops, flatness_c)
 
-    network = load_tkan_network(spec.network, xvector_dir=args.xvector_dir) if spec is not None else None
-    scorers = MemberScorers(SileroVad(), cnn if "cnn" in args.members else None, tkan_model, network, spec,
-                            flatness_spec)
+    members: dict[str, Scorer] = {}
+    if tkan_model is not None:
+        network = load_tkan_network(spec.network, xvector_dir=args.xvector_dir)
+        members["tkan"] = TkanScorer(network, spec, lambda rows: tkan_model.predict_proba(rows)[:, 1])
+    if "cnn" in args.members:
+        members["cnn"] = cnn
+    scorers = MemberScorers(SileroVad(), members, flatness_spec)
     started = time.perf_counter()
     held_scores = scorers.score(held, rng, "held-out")
     labels_array, kinds_array, durations_array = held_scores.labels, held_scores.kinds, held_scores.durations
@@ -376,8 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in heldout.items():
         log.info("held-out %-5s EER %.3f  AUC %.3f  ECE %.3f  %s", name, values["eer"], values["roc_auc"],
                  values["ece"], {k: round(v, 3) for k, v in values["eer_by_condition"].items()})
-    member_files = {"cnn": "cnn_transformer.pt", "tkan": MODEL_FILE, "flatness": FLATNESS_FILE}
-    members_files = [args.models_dir / member_files[m] for m in args.members]
+    members_files = [args.models_dir / name for m in args.members for name in REGISTRY[m].files]
     metadata = {
         "command": "python -m scripts.train_fusion " + " ".join(sys.argv[1:] if argv is None else argv),
         "trained": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -389,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "scoring held-out reals and that family's held-out fakes", "folds": folds}
                         if args.unseen_generators else calibration_figures
                         or {"method": "held-out speakers, all training generators"}),
-        "cnn_kind": cnn.features.kind,
+        "cnn_kind": cnn.model.features.kind,
         # the run-time members this fusion belongs to (checked when the detector loads)
         "artefacts": {path.name: file_sha256(path) for path in members_files},
         "tkan_features": str(args.tkan_features) if tkan_model is not None else None,

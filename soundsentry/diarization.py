@@ -483,12 +483,14 @@ class SpeechBackends:
     vad : speech regions (Silero for embedded, the pipeline's segmentation model for pyannote)
     diarizer : speaker turns
     reason : one line for logs and ``/info`` (which directory or token, or why pyannote was not used)
+    network : the speaker network the embedded diarizer embeds with (``None`` for pyannote's own)
     """
 
     backend: str
     vad: Vad
     diarizer: Diarizer
     reason: str
+    network: SpeakerNetwork | None = None
 
     def describe(self) -> str:
         return f"{self.backend}: {self.diarizer.name} with {self.vad.name} ({self.reason})"
@@ -566,4 +568,5 @@ def load_speech_backends(
         vad=SileroVad(vad_config),
         diarizer=EmbeddedDiarizer(network, diarizer_config),
         reason=reason,
+        network=network,
     )

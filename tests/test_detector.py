@@ -17,7 +17,8 @@ from soundsentry.encoder import LAYER_NAMES, SpeakerNetwork
 from soundsentry.errors import ModelLoadError
 from soundsentry.fusion import FUSION_FILE, Fusion, logit
 from soundsentry.rollup import duration_category
-from soundsentry.segments import SegmentConfig, scoring_segments
+from soundsentry.scorers import REGISTRY, load_member
+from soundsentry.segments import SegmentConfig, scoring_segments, single_speaker_annotation
 from soundsentry.tkan import FeatureSpec, tkan_features
 from soundsentry.vad import SileroVad
 
@@ -147,8 +148,40 @@ def test_mismatched_scaler_refuses_to_load(tmp_path: Path) -> None:
     bundle = joblib.load(tmp_path / SCALER_FILE)
     bundle["feature_key"] = FeatureSpec(k=7).key
     joblib.dump(bundle, tmp_path / SCALER_FILE)
+    (tmp_path / FUSION_FILE).unlink()  # single-member mode: TKAN scores alone
     with pytest.raises(ModelLoadError, match="does not belong"):
         Detector.load(DetectorConfig(data_dir=tmp_path))
+
+
+def test_members_the_fusion_does_not_weigh_are_not_loaded(tmp_path: Path, speech_wav: Path) -> None:
+    """The shipped fusion weighs the CNN-Transformer and flatness: TKAN's files are not needed to start."""
+    shutil.copytree(DEFAULT_DATA_DIR, tmp_path, dirs_exist_ok=True)
+    for name in REGISTRY["tkan"].files:
+        (tmp_path / name).unlink()
+    detector = Detector.load(DetectorConfig(data_dir=tmp_path))
+    assert tuple(detector.members) == Fusion.load(tmp_path / FUSION_FILE).active_members == ("cnn", "flatness")
+    assert detector.models["tkan_classifier"] == "not used" and "tkan" not in detector.info()["members"]
+    segment = detector.predict(decode_file(speech_wav)).segments[0]
+    assert set(segment.scores) == {"cnn", "flatness"}
+    # without the fusion either, nothing stands alone: the error names the file to restore
+    (tmp_path / FUSION_FILE).unlink()
+    with pytest.raises(ModelLoadError, match="feature_scaler.pkl is missing"):
+        Detector.load(DetectorConfig(data_dir=tmp_path))
+
+
+def test_every_registered_scorer_keeps_the_contract(speech_wav: Path) -> None:
+    """Each shipped scorer loads by name and gives one P(fake) per segment, in [0, 1], for any batch."""
+    samples = decode_file(speech_wav).samples
+    segments = scoring_segments(single_speaker_annotation(SileroVad()(samples)))
+    assert segments
+    for name in REGISTRY:
+        scorer = load_member(name, DEFAULT_DATA_DIR)
+        assert scorer.name == name and all((DEFAULT_DATA_DIR / f).is_file() for f in scorer.files)
+        scores = scorer.score(samples, segments)
+        assert scores.shape == (len(segments),) and np.all((scores >= 0) & (scores <= 1))
+        np.testing.assert_allclose(scorer.score(samples, segments[:1]), scores[:1], rtol=1e-5, atol=1e-6)
+        assert scorer.score(samples, []).shape == (0,)
+        assert set(scorer.models()) == set(REGISTRY[name].unused) and isinstance(scorer.info(), dict)
 
 
 def test_missing_or_corrupt_model_is_a_clear_error(tmp_path: Path) -> None:
@@ -173,7 +206,7 @@ def test_fusion_combines_every_scorer_on_speech(tmp_path: Path, speech_wav: Path
     weights = {"tkan": 0.7, "cnn": 1.3, "flatness": 0.5}
     fusion = Fusion(tuple(weights), tuple(weights.values()), -0.4, {"very_short": 0.4, "short": 0.45, "normal": 0.55})
     detector = Detector.load(DetectorConfig(data_dir=_data_dir_with_fusion(tmp_path, fusion)))
-    assert detector.members == ("tkan", "cnn", "flatness") and detector.thresholds == fusion.thresholds
+    assert tuple(detector.members) == ("tkan", "cnn", "flatness") and detector.thresholds == fusion.thresholds
     report = detector.predict(decode_file(speech_wav))
     assert report.segments
     for segment in report.segments:
@@ -191,7 +224,7 @@ def test_fusion_skips_members_without_weight(tmp_path: Path, speech_wav: Path) -
     (data / "cnn_transformer.pt").unlink()  # not needed when its weight is 0
     (data / "flatness.joblib").unlink()  # nor when the fusion does not name it
     detector = Detector.load(DetectorConfig(data_dir=data))
-    assert detector.cnn is None and detector.members == ("tkan",)
+    assert tuple(detector.members) == ("tkan",)  # the CNN-Transformer is not loaded
     segment = detector.predict(decode_file(speech_wav)).segments[0]
     assert set(segment.scores) == {"tkan"} and segment.probability == pytest.approx(segment.scores["tkan"], abs=1e-6)
 

@@ -151,7 +151,7 @@ def test_xvector_tkan_trains_and_scores_end_to_end(
     # the artefacts alone: TKAN scores with its own thresholds
     clip = decode_file(labelled_dir / "real-v0s0.wav")
     detector = Detector.load(DetectorConfig(data_dir=tkan_xvector_dir, xvector_dir=xvector_dir))
-    assert detector.members == ("tkan",) and detector.tkan_network.name == XVECTOR.name
+    assert tuple(detector.members) == ("tkan",) and detector.members["tkan"].network.name == XVECTOR.name
     result = detector.predict(clip)
     assert result.overall in ("Real", "Fake") and result.segments
     assert all(0.0 <= s.scores["tkan"] <= 1.0 for s in result.segments)
@@ -163,13 +163,13 @@ def test_xvector_tkan_trains_and_scores_end_to_end(
         data / FUSION_FILE
     )
     detector = Detector.load(DetectorConfig(data_dir=data, tkan_dir=tkan_xvector_dir, xvector_dir=xvector_dir))
-    assert detector.network.name == RESEMBLYZER.name  # the embedded diarizer keeps Resemblyzer
-    assert detector.diarizer.network is detector.network
+    assert detector.speech.network.name == RESEMBLYZER.name  # the embedded diarizer keeps Resemblyzer
+    assert detector.diarizer.network is detector.speech.network
     models = detector.info()["models"]
     assert models["tkan_network"].startswith(f"{XVECTOR.name} ({CHECKPOINT_FILE}, sha256 ")
     assert str(xvector_dir) not in models["tkan_network"]  # the file is named, not where it lies
     assert models["speaker_network"] == RESEMBLYZER.name
-    assert detector.info()["feature_spec"]["network"] == XVECTOR.name
+    assert detector.info()["members"]["tkan"]["feature_spec"]["network"] == XVECTOR.name
     segment = detector.predict(clip).segments[0]
     assert set(segment.scores) == {"tkan", "flatness"}
     assert segment.scores["tkan"] == pytest.approx(result.segments[0].scores["tkan"], abs=1e-6)
@@ -192,7 +192,7 @@ def test_info_says_which_tkan_network_from_the_environment(
     thresholds = {"very_short": 0.5, "short": 0.5, "normal": 0.5}
     for weights, xvector, expected in (
         ((1.0, 1.0), xvector_dir, f"{XVECTOR.name} ({CHECKPOINT_FILE}, sha256 "),
-        ((0.0, 1.0), tmp_path / "nowhere", f"{XVECTOR.name} (not used: the fusion gives TKAN no weight)"),
+        ((0.0, 1.0), tmp_path / "nowhere", "not used"),
     ):
         Fusion(("tkan", "flatness"), weights, 0.0, thresholds).save(data / FUSION_FILE)
         monkeypatch.setenv("SOUNDSENTRY_XVECTOR_DIR", str(xvector))
@@ -200,7 +200,10 @@ def test_info_says_which_tkan_network_from_the_environment(
             info = client.get("/info").json()
         assert info["models"]["tkan_network"].startswith(expected), info["models"]
         assert info["models"]["speaker_network"] == RESEMBLYZER.name
-        assert info["feature_spec"]["network"] == XVECTOR.name
+        if weights[0]:
+            assert info["members"]["tkan"]["feature_spec"]["network"] == XVECTOR.name
+        else:  # not loaded at all: its definition is not shown either
+            assert "tkan" not in info["members"] and info["models"]["tkan_classifier"] == "not used"
 
 
 def test_missing_or_other_xvector_checkpoint_is_a_clear_load_error(
