@@ -7,7 +7,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYANNOTE_METRICS_ENABLED=false \
     NUMBA_CACHE_DIR=/tmp/numba-cache
 
 # X-Forwarded-For/-Proto are honoured only from these proxy addresses or networks (comma-separated,

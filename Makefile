@@ -5,9 +5,6 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-# pyannote.audio must not send telemetry, wherever Python runs.
-export PYANNOTE_METRICS_ENABLED := false
-
 .PHONY: help setup setup-dev serve test lint train evaluate clean distclean
 
 help:

@@ -9,12 +9,8 @@ launcher's request deadline, connection cap and header-field count.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import uvicorn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 
 def main() -> None:

@@ -19,7 +19,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from soundsentry.errors import SoundSentryError, resource_error
+from soundsentry.errors import (
+    AudioTooLongError,
+    InputError,
+    ModelLoadError,
+    ServiceUnavailableError,
+    SoundSentryError,
+    UndecodableAudioError,
+    UploadTooLargeError,
+    resource_error,
+)
 
 log = logging.getLogger("api")
 
@@ -27,6 +36,22 @@ DEFAULT_RETRY_AFTER_S = 5
 # OSErrors that mean the server is short of something, not that the code is wrong: answered 503.
 SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EAGAIN,
                              errno.EROFS})
+
+
+# the HTTP status of each library error class; a subclass takes its nearest listed ancestor's
+STATUS_OF = {
+    UploadTooLargeError: 413,
+    AudioTooLongError: 413,
+    UndecodableAudioError: 415,  # unsupported_format too
+    InputError: 400,
+    ServiceUnavailableError: 503,  # storage_unavailable, processing_timeout, server_busy, ...
+    ModelLoadError: 503,
+    SoundSentryError: 500,
+}
+
+
+def status_of(error: SoundSentryError) -> int:
+    return next(STATUS_OF[cls] for cls in type(error).__mro__ if cls in STATUS_OF)
 
 
 def error_response(status_code: int, error_code: str, message: str,
@@ -77,19 +102,20 @@ def storage_unavailable(request: Request, cause: OSError) -> JSONResponse:
 
 
 def shortage_response(error: SoundSentryError) -> JSONResponse:
-    return error_response(error.status_code, error.error_code, error.message,
+    return error_response(status_of(error), error.error_code, error.message,
                           {"Retry-After": str(DEFAULT_RETRY_AFTER_S)})
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SoundSentryError)
     async def _library_error(request: Request, error: SoundSentryError) -> JSONResponse:
-        if error.status_code >= 500:
+        status = status_of(error)
+        if status >= 500:
             log.error("%s %s: %s %s", request.method, request.url.path, error.error_code, error.message)
         headers = None
-        if error.status_code == 503:
+        if status == 503:
             headers = {"Retry-After": str(getattr(error, "retry_after_s", DEFAULT_RETRY_AFTER_S))}
-        return error_response(error.status_code, error.error_code, error.message, headers)
+        return error_response(status, error.error_code, error.message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

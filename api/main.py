@@ -9,23 +9,20 @@ Everything that bounds the service (keys, rate, capacity, body size) is set up h
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import asynccontextmanager
 
-os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")  # pyannote 4 sends telemetry by default
+import torch
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-import torch  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
-from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
-
-from api.core.config import Settings, get_settings  # noqa: E402
-from api.errors import install_error_handlers  # noqa: E402
-from api.limits import AdmissionGate, TokenBuckets  # noqa: E402
-from api.middleware import AccessMiddleware, BodyLimitMiddleware, BodyTimeoutMiddleware, ShedMiddleware  # noqa: E402
-from api.routes import health, predict  # noqa: E402
-from api.runtime import ModelSlot, UploadSpool  # noqa: E402
-from soundsentry.audio import available_decoders, ffmpeg_available  # noqa: E402
-from soundsentry.detector import Detector, DetectorConfig  # noqa: E402
+from api.core.config import Settings, get_settings
+from api.errors import install_error_handlers
+from api.limits import AdmissionGate, TokenBuckets
+from api.middleware import AccessMiddleware, BodyLimitMiddleware, BodyTimeoutMiddleware, ShedMiddleware
+from api.routes import health, predict
+from api.runtime import ModelSlot, UploadSpool
+from soundsentry.audio import available_decoders, ffmpeg_available
+from soundsentry.detector import Detector, DetectorConfig
 
 log = logging.getLogger("api")
 

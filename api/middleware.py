@@ -25,7 +25,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import RequestBodyTooLarge, error_response
+from api.errors import RequestBodyTooLarge, error_response, status_of
 from api.limits import AdmissionGate, TokenBuckets
 
 log = logging.getLogger("api")
@@ -109,7 +109,7 @@ class ShedMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in DETECTION_PATHS and self.gate.saturated:
             busy = self.gate.busy("every slot is taken and the queue is full")
-            await _answer(scope, receive, send, busy.status_code, busy.error_code, busy.message,
+            await _answer(scope, receive, send, status_of(busy), busy.error_code, busy.message,
                           {"Retry-After": str(busy.retry_after_s)})
             return
         await self.app(scope, receive, send)

@@ -48,13 +48,11 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, ClassVar
 
-os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")  # pyannote 4 sends telemetry by default
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-import h11  # noqa: E402
-import uvicorn  # noqa: E402
-from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
-
-from api.core.config import Settings, get_settings  # noqa: E402
+from api.core.config import Settings, get_settings
 
 log = logging.getLogger("api.server")
 

@@ -38,7 +38,6 @@ from soundsentry.pyannote_backend import (
     PIPELINE_FILES,
     PIPELINE_ID,
     TOKEN_ENV,
-    disable_telemetry,
     load_pipeline,
     missing_pipeline_files,
 )
@@ -203,7 +202,6 @@ def write_random_pipeline(directory: Path, seed: int = 0) -> Path:
     Checkpoints are written by :func:`write_checkpoint`, so ``Model.from_pretrained`` and
     ``Pipeline.from_pretrained`` read them as they read downloaded ones.
     """
-    disable_telemetry()
     import torch
     from pyannote.audio import __version__
     from pyannote.audio.core.task import Problem, Resolution, Specifications
@@ -264,7 +262,6 @@ def write_random_xvector(directory: Path, seed: int = 0) -> Path:
     It loads through :func:`soundsentry.xvector.load_xvector` like a downloaded one: for tests and
     speed measurements (the compute cost is the real model's; the features mean nothing).
     """
-    disable_telemetry()
     import torch
     from pyannote.audio.core.task import Problem, Resolution, Specifications
     from pyannote.audio.models.embedding import XVectorSincNet
@@ -311,7 +308,6 @@ def main(argv: list[str] | None = None) -> int:
     random_xvector.add_argument("directory", type=Path)
     random_xvector.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    disable_telemetry()
     try:
         if args.command == "export" and args.model:
             output = export_xvector(args.model, args.output or default_output(args.model), os.environ.get(TOKEN_ENV))

@@ -575,7 +575,6 @@ def load_items(dataset: str, shared_dir: Path, synthetic_count: int, synthetic_s
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("embedded", "pyannote", "auto"), default="embedded")
     parser.add_argument(

@@ -19,24 +19,17 @@ single-threaded, like ``scripts.make_spoofs``.
 
 from __future__ import annotations
 
-import os
+import argparse
+import csv
+import sys
+from pathlib import Path
 
-for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
+from scripts.make_spoofs import COLUMNS, load, write_flac
+from soundsentry.spoofs import band_splice
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a file: make `soundsentry` importable
-    sys.path.insert(0, str(ROOT))
-
-from tqdm import tqdm  # noqa: E402
-
-from scripts.make_spoofs import COLUMNS, load, write_flac  # noqa: E402
-from soundsentry.spoofs import band_splice  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

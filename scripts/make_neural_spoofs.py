@@ -25,28 +25,20 @@ each is written under a temporary name and renamed. ``--max-minutes`` stops clea
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
-for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")
+import numpy as np
+import torch
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a file: make `soundsentry` and `scripts` importable
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from scripts.make_spoofs import (  # noqa: E402
+from scripts.make_spoofs import (
     add_sources_argument,
     load,
     read_sources,
@@ -54,11 +46,12 @@ from scripts.make_spoofs import (  # noqa: E402
     write_flac,
     write_manifest,
 )
-from scripts.train_vocoder import load_checkpoint  # noqa: E402
-from soundsentry.hashing import file_sha256  # noqa: E402
-from soundsentry.spoofs import SAMPLE_RATE, log_spectral_distance  # noqa: E402
-from soundsentry.vocoders import VOCODER_FAMILIES, Vocoder, remove_weight_norm, vocoder_from_payload  # noqa: E402
+from scripts.train_vocoder import load_checkpoint
+from soundsentry.hashing import file_sha256
+from soundsentry.spoofs import SAMPLE_RATE, log_spectral_distance
+from soundsentry.vocoders import VOCODER_FAMILIES, Vocoder, remove_weight_norm, vocoder_from_payload
 
+ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_NAME = "manifest_neural.csv"
 log = logging.getLogger("make_neural_spoofs")
 

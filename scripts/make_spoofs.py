@@ -17,29 +17,22 @@ renamed, so an interrupted run leaves no half file). Single-threaded by design (
 
 from __future__ import annotations
 
+import argparse
+import csv
 import os
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
 
-for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import zlib  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
+from soundsentry.spoofs import SAMPLE_RATE, SPOOF_METHODS, log_spectral_distance, resynthesize
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a file: make `soundsentry` importable
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from soundsentry.spoofs import SAMPLE_RATE, SPOOF_METHODS, log_spectral_distance, resynthesize  # noqa: E402
-
 SOURCE = "librispeech"  # the default --sources: the corpus's read speech, many speakers
 COLUMNS = ("path", "label", "source", "system", "speaker", "duration_s", "licence", "origin")
 

@@ -1,121 +1,14 @@
-"""Evaluate the detector on a labelled folder or manifest, through the same path the API serves.
-
-    python -m scripts.run_test --test-dir DIR [--use-diarization] [--output-dir OUT] [--no-plots]
-
-DIR holds ``real/`` and ``fake/`` sub-folders, or a ``manifest.csv`` (``path,label[,source,system]``);
-``--test-dir`` may also name a CSV directly, or any layout ``soundsentry.datasets.load_items`` reads
-(In-the-Wild, ASVspoof 2019 LA / 2021 LA and DF protocols, Fake-or-Real splits). Writes
-``predictions.csv`` and ``metrics.json`` (eer with a 95 % bootstrap interval over files, roc_auc,
-accuracy, precision, recall, f1, confusion_matrix, threshold, min DCF, per-source and per-system EER
-and min DCF when the data names them, each scorer alone and its paired EER difference to the served
-score), the figures of ``soundsentry.plots`` beside them, and prints a summary.
-"""
+"""Evaluate the detector on a labelled folder: ``python -m scripts.run_test`` is ``soundsentry evaluate``
+(:func:`soundsentry.cli.evaluate_main`; ``--help`` lists the options)."""
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
-import logging
 import sys
-from pathlib import Path
 
-import torch
-from tqdm import tqdm
+from soundsentry.cli import evaluate_main as main
+from soundsentry.cli import format_summary
 
-from soundsentry.datasets import load_items
-from soundsentry.detector import DEFAULT_DATA_DIR, Detector, DetectorConfig
-from soundsentry.evaluation import BrowserChunks, predict_items, scored_arrays, summarise
-from soundsentry.plots import write_plots
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--test-dir", type=Path, default=Path("test_data"))
-    parser.add_argument("--use-diarization", action="store_true")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help="model directory to evaluate (default: the shipped data/)")
-    parser.add_argument("--tkan-dir", type=Path, default=None,
-                        help="TKAN artefacts from here instead of --data-dir (e.g. model/tkan-xvector)")
-    parser.add_argument("--xvector-dir", type=Path, default=None,
-                        help="pyannote x-vector checkpoint directory for TKAN artefacts that read it (model/embedding)")
-    parser.add_argument("--denoise", action="store_true",
-                        help="noisereduce the input before scoring (measured on the devset: see data/MODEL_CARD.md)")
-    parser.add_argument("--output-dir", type=Path, default=Path("results"))
-    parser.add_argument("--limit", type=int, help="only the first N files")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (more only helps on an idle machine)")
-    parser.add_argument("--browser-chunks", action="store_true",
-                        help="score each file as the browser extension sends it: 4 s WEBM/Opus 32 kb/s chunks")
-    parser.add_argument("--no-plots", action="store_true",
-                        help="skip the PNG figures (confusion matrix, ROC, DET, score histograms)")
-    return parser.parse_args(argv)
-
-
-def format_summary(metrics: dict) -> str:
-    unit = "chunks" if metrics.get("browser_chunks") else "files"
-    lines = [f"{unit} {metrics['files']}: scored {metrics['scored']}, no speech {metrics['no_speech']}, "
-             f"errors {metrics['errors']}"]
-    if "eer" in metrics:
-        low, high = metrics["eer_interval"]
-        lines.append(f"EER {metrics['eer']:.2%} (95 % interval {low:.1%}-{high:.1%}, files resampled)  "
-                     f"ROC-AUC {metrics['roc_auc']:.3f}  minDCF {metrics['min_dcf']:.3f}  ECE {metrics['ece']:.3f}")
-    if "accuracy" in metrics:
-        (tn, fp), (fn, tp) = metrics["confusion_matrix"]
-        lines += [
-            f"accuracy {metrics['accuracy']:.3f}  precision {metrics['precision']:.3f}  "
-            f"recall {metrics['recall']:.3f}  f1 {metrics['f1']:.3f}",
-            "confusion matrix (rows: true, columns: predicted)",
-            "            Real   Fake",
-            f"  Real  {tn:6d} {fp:6d}",
-            f"  Fake  {fn:6d} {tp:6d}",
-        ]
-    for name, member in metrics.get("members", {}).items():
-        gain = member["served_minus_member_eer"]
-        low, high = gain["interval"]
-        lines.append(f"{name} alone: EER {member['eer']:.1%}, ROC-AUC {member['roc_auc']:.3f}; served minus {name}: "
-                     f"{100 * gain['difference']:+.1f} points (95 % interval {100 * low:+.1f} to {100 * high:+.1f})")
-    for key in ("per_source_eer", "per_source_eer_within_source", "per_system_eer"):
-        if len(metrics.get(key, {})) > 1:
-            lines.append(key.replace("_", " ") + ": " + ", ".join(f"{k} {v:.1%}" for k, v in metrics[key].items()))
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    try:
-        items = load_items(args.test_dir)
-    except (OSError, ValueError) as error:
-        sys.stderr.write(f"cannot read test data from {args.test_dir}: {error}\n")
-        return 2
-    if args.limit:
-        items = items[: args.limit]
-    torch.set_num_threads(args.threads)
-    detector = Detector.load(DetectorConfig(data_dir=args.data_dir, denoise=args.denoise, tkan_dir=args.tkan_dir,
-                                            xvector_dir=args.xvector_dir))
-    predictions = predict_items(detector, items, use_diarization=args.use_diarization,
-                                chunks=BrowserChunks() if args.browser_chunks else None,
-                                progress=lambda x: tqdm(x, desc="evaluating", unit="file"))
-    metrics = summarise(predictions, detector.thresholds)
-    metrics["use_diarization"] = args.use_diarization
-    metrics["browser_chunks"] = args.browser_chunks
-    metrics["denoise"] = args.denoise
-    metrics["models"] = detector.models
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    with (args.output_dir / "predictions.csv").open("w", newline="") as handle:
-        rows = [p.row() for p in predictions]
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    arrays = scored_arrays(predictions)
-    if not args.no_plots and arrays["labels"].size:
-        threshold = 0.5 if metrics.get("threshold") is None else metrics["threshold"]
-        write_plots(args.output_dir, arrays["labels"], arrays["scores"], threshold,
-                    groups=arrays["systems"], decisions=arrays["verdicts"])
-    sys.stdout.write(format_summary(metrics) + f"\nwritten to {args.output_dir}\n")
-    return 0
-
+__all__ = ["format_summary", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,7 +10,6 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export PYANNOTE_METRICS_ENABLED=false   # pyannote must not phone home
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 MODE=runtime
@@ -22,7 +21,7 @@ case "${1:-}" in
 esac
 
 VENV=.venv
-REQ_FILES=(requirements.txt requirements-nodeps.txt)
+REQ_FILES=(requirements.txt requirements-nodeps.txt pyproject.toml)
 [[ $MODE == dev ]] && REQ_FILES+=(requirements-dev.txt)
 log() { echo "[setup] $*"; }
 die() { echo "[setup] ERROR: $*" >&2; exit 1; }
@@ -84,14 +83,17 @@ else
   # provides webrtcvad-wheels and librosa instead, so install it without deps.
   log "installing requirements-nodeps.txt (--no-deps)"
   "$VENV/bin/pip" install -q --no-deps -r requirements-nodeps.txt
+  # the project itself, editable: the checkout is the package, and .venv/bin/soundsentry its command
+  log "installing soundsentry (editable, pyproject.toml)"
+  "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e .
   echo "$hash" >"$stamp"
   # a dev install covers the runtime set as well
   if [[ $MODE == dev ]]; then
-    cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1 >"$VENV/.setup-stamp-runtime"
+    cat requirements.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1 >"$VENV/.setup-stamp-runtime"
   fi
 fi
 
 # --- 5. smoke test --------------------------------------------------------------
-"$VENV/bin/python" -c "import torch, torchaudio, torchcodec, av, pyannote.audio, silero_vad, resemblyzer, fastapi" \
+"$VENV/bin/python" -c "import soundsentry, torch, torchaudio, torchcodec, av, pyannote.audio, silero_vad, resemblyzer, fastapi" \
   || die "import check failed; remove $VENV/.setup-stamp-* (or $VENV) and re-run"
 log "ok ($MODE): $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"

@@ -45,44 +45,36 @@ file's path, not the order of work), the windows drawn and the initial weights.
 
 from __future__ import annotations
 
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
 import os
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
-for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedGroupKFold
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import multiprocessing  # noqa: E402
-import random  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a file: make `soundsentry` importable
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn  # noqa: E402
-
-from soundsentry.audio import decode_file  # noqa: E402
-from soundsentry.cnn_transformer import CNN_TRANSFORMER_DEFAULTS, HEADS, CNNTransformer, loss_for  # noqa: E402
-from soundsentry.datasets import AudioItem, load_items  # noqa: E402
-from soundsentry.errors import InputError  # noqa: E402
-from soundsentry.metrics import compute_eer  # noqa: E402
-from soundsentry.spectral import (  # noqa: E402
+from soundsentry.audio import decode_file
+from soundsentry.cnn_transformer import CNN_TRANSFORMER_DEFAULTS, HEADS, CNNTransformer, loss_for
+from soundsentry.datasets import AudioItem, load_items
+from soundsentry.errors import InputError
+from soundsentry.metrics import compute_eer
+from soundsentry.spectral import (
     FEATURE_KINDS,
     NORMALISATIONS,
     SpectralFeatures,
@@ -94,8 +86,9 @@ from soundsentry.spectral import (  # noqa: E402
     save_artefact,
     spectrogram_windows,
 )
-from soundsentry.training import provenance  # noqa: E402
+from soundsentry.training import provenance
 
+ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("train_cnn_transformer")
 
 DEFAULT_DATA = (ROOT.parent / "shared" / "corpus" / "manifest.csv", ROOT / "cache" / "spoofs" / "manifest.csv")

@@ -13,30 +13,22 @@ soundsentry/flatness.py and data/MODEL_CARD.md.
 
 from __future__ import annotations
 
-import os
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
 
-for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+from soundsentry.datasets import load_items
+from soundsentry.flatness import FLATNESS_FILE, FlatnessFeatures, FlatnessScorer, file_rows, fit_flatness_model
+from soundsentry.metrics import binary_report
+from soundsentry.training import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a file: make `soundsentry` importable
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from soundsentry.datasets import load_items  # noqa: E402
-from soundsentry.flatness import FLATNESS_FILE, FlatnessFeatures, FlatnessScorer, file_rows, fit_flatness_model  # noqa: E402
-from soundsentry.metrics import binary_report  # noqa: E402
-from soundsentry.training import provenance  # noqa: E402
-
 log = logging.getLogger("train_flatness")
 
 

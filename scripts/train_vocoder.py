@@ -33,33 +33,24 @@ Run it niced and single-threaded on shared machines (``--threads 1`` is the defa
 
 from __future__ import annotations
 
+import argparse
+import csv
+import json
+import logging
 import os
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")
+import numpy as np
+import soundfile as sf
+import torch
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import zlib  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):  # run as a file: make `soundsentry` importable
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-import torch  # noqa: E402
-
-from soundsentry.spoofs import log_spectral_distance  # noqa: E402
-from soundsentry.training import provenance  # noqa: E402
-from soundsentry.vocoders import (  # noqa: E402
+from soundsentry.spoofs import log_spectral_distance
+from soundsentry.training import provenance
+from soundsentry.vocoders import (
     SAMPLE_RATE,
     VOCODER_FAMILIES,
     Vocoder,
@@ -74,6 +65,7 @@ from soundsentry.vocoders import (  # noqa: E402
     vocoder_payload,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "librispeech"
 VALIDATION_CLIP_S = 2.0
 log = logging.getLogger("train_vocoder")

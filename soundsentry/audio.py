@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from soundsentry.constants import SAMPLE_RATE
 from soundsentry.deadline import Deadline
 from soundsentry.errors import (
     AudioTooLongError,
@@ -56,7 +57,6 @@ from soundsentry.errors import (
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 SUPPORTED_FORMATS_HINT = "Upload a WAV, MP3, WEBM/Opus, OGG, M4A/AAC or FLAC file."
 
 # Decode this much past the duration limit, so that "longer than the limit" is observed, not guessed.

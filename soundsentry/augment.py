@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
-SAMPLE_RATE = 16000
+from soundsentry.constants import SAMPLE_RATE
 
 #: codec name -> (ffmpeg encoder arguments without the bitrate, container format, file suffix)
 CODECS: dict[str, tuple[tuple[str, ...], str, str]] = {

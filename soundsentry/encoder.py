@@ -25,13 +25,13 @@ import torch
 import torchaudio
 from torch import nn
 
+from soundsentry.constants import SAMPLE_RATE
 from soundsentry.errors import ModelLoadError
 from soundsentry.hashing import file_sha256
 from soundsentry.networks import RESEMBLYZER, WindowActivations, stack_layer_statistics, window_starts
 
 __all__ = ["LAYER_NAMES", "ResemblyzerNet", "SpeakerNetwork", "WindowActivations", "resemblyzer_weights_path"]
 
-SAMPLE_RATE = 16_000
 MEL_BANDS = 40
 HOP_SAMPLES = 160  # 10 ms
 WINDOW_FRAMES = 160  # 1.6 s, the partial-utterance length the encoder was trained on

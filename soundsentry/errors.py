@@ -1,7 +1,9 @@
-"""Errors the library raises, each with a stable ``error_code`` and the HTTP status it maps to.
+"""Errors the library raises, each with a stable ``error_code`` and a message that says what to do.
 
-The API turns any :class:`SoundSentryError` into ``{"error_code": ..., "message": ...}`` with
-``status_code``; the command-line tools print the message. Messages say what to do about the problem.
+The classes say whose problem it is: :class:`InputError` (the caller can fix it),
+:class:`ServiceUnavailableError` (a resource is short or missing; retrying later may work), the base
+class for faults. The API maps them to HTTP statuses (``api/errors.py``); the command-line tools print
+the message.
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ import errno
 
 
 class SoundSentryError(Exception):
-    """Base class. ``status_code`` < 500 means the client can fix it; >= 500 is our fault."""
+    """Base class: a fault of the service."""
 
     error_code = "internal_error"
-    status_code = 500
 
     def __init__(self, message: str, *, error_code: str | None = None) -> None:
         super().__init__(message)
@@ -26,22 +27,19 @@ class SoundSentryError(Exception):
 
 
 class InputError(SoundSentryError):
-    """The client sent something we cannot use (HTTP 4xx)."""
+    """The caller sent something the service cannot use; the message says how to fix it."""
 
     error_code = "invalid_input"
-    status_code = 400
 
 
 class EmptyUploadError(InputError):
     error_code = "empty_file"
-    status_code = 400
 
 
 class UndecodableAudioError(InputError):
     """The bytes are not audio any decoder here can read."""
 
     error_code = "undecodable_audio"
-    status_code = 415
 
 
 class UnsupportedFormatError(UndecodableAudioError):
@@ -49,24 +47,20 @@ class UnsupportedFormatError(UndecodableAudioError):
     decoder opens it): manifests, playlists, session descriptions, tracker/MIDI files, images, video only."""
 
     error_code = "unsupported_format"
-    status_code = 415
 
 
 class UploadTooLargeError(InputError):
     error_code = "file_too_large"
-    status_code = 413
 
 
 class AudioTooLongError(InputError):
     error_code = "audio_too_long"
-    status_code = 413
 
 
 class ServiceUnavailableError(SoundSentryError):
-    """A resource the service needs is missing or busy (HTTP 503); retrying later may work."""
+    """A resource the service needs is missing or busy; retrying later may work."""
 
     error_code = "service_unavailable"
-    status_code = 503
 
 
 class DecoderUnavailableError(ServiceUnavailableError):
@@ -113,4 +107,3 @@ class ModelLoadError(SoundSentryError):
     """A shipped or user-provided model artefact is missing, corrupt or mismatched."""
 
     error_code = "model_load_failed"
-    status_code = 503

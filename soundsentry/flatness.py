@@ -30,9 +30,9 @@ import joblib
 import numpy as np
 from scipy import signal
 
+from soundsentry.constants import SAMPLE_RATE
 from soundsentry.errors import ModelLoadError
 
-SAMPLE_RATE = 16_000
 FLATNESS_FILE = "flatness.joblib"
 FORMAT = "soundsentry.flatness/1"
 

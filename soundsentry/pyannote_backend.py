@@ -19,7 +19,6 @@ Usage
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,12 @@ import numpy as np
 import torch
 from pyannote.core import Annotation, Segment
 
+from soundsentry.constants import SAMPLE_RATE
 from soundsentry.errors import ModelLoadError
 from soundsentry.vad import SpeechRegion, VadConfig
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 PIPELINE_ID = "pyannote/speaker-diarization-community-1"
 TOKEN_ENV = "HUGGING_FACE_TOKEN"
 # what Pipeline.from_pretrained(directory) reads for a community-1 style pipeline
@@ -44,11 +43,6 @@ PIPELINE_FILES = (
     "plda/xvec_transform.npz",
     "plda/plda.npz",
 )
-
-
-def disable_telemetry() -> None:
-    """pyannote.audio 4 sends usage metrics by default; the service never does."""
-    os.environ["PYANNOTE_METRICS_ENABLED"] = "false"
 
 
 def missing_pipeline_files(directory: Path) -> list[str]:
@@ -75,7 +69,6 @@ def load_pipeline(source: Path | str, token: str | None = None) -> Any:
     ModelLoadError
         The directory is incomplete, a checkpoint does not load, or the hub cannot be reached.
     """
-    disable_telemetry()
     local = isinstance(source, Path) or Path(source).is_dir()
     if local:
         directory = Path(source)

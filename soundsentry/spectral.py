@@ -59,11 +59,12 @@ import torchaudio
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from soundsentry.cnn_transformer import CNNTransformer
+from soundsentry.constants import DEFAULT_DATA_DIR
 from soundsentry.errors import ModelLoadError
 
 ARTEFACT_FORMAT = "soundsentry.cnn_transformer/2"
 _SINGLE_NETWORK_FORMAT = "soundsentry.cnn_transformer/1"  # "state_dict" instead of "state_dicts"
-DEFAULT_ARTEFACT = Path(__file__).resolve().parent.parent / "data" / "cnn_transformer.pt"
+DEFAULT_ARTEFACT = DEFAULT_DATA_DIR / "cnn_transformer.pt"
 FEATURE_KINDS = ("linear", "mel", "high")
 NORMALISATIONS = ("utterance", "utterance_band", "utterance_band_frame")
 _MAX_BATCH_WINDOWS = 16  # windows per forward pass: 64 peaked ~300 MB of activations per request

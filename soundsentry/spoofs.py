@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
-SAMPLE_RATE = 16000
+from soundsentry.constants import SAMPLE_RATE
 
 SpoofMethod = Callable[..., np.ndarray]
 

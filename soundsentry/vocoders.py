@@ -47,7 +47,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-SAMPLE_RATE = 16000
+from soundsentry.constants import SAMPLE_RATE
+
 PAYLOAD_FORMAT = "soundsentry.vocoder/1"
 VOCODER_FAMILIES = ("hifigan", "melgan")
 

@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from soundsentry.constants import SAMPLE_RATE
 from soundsentry.errors import ModelLoadError
 from soundsentry.hashing import file_sha256
 from soundsentry.networks import XVECTOR, WindowActivations, stack_layer_statistics, window_starts
 
-SAMPLE_RATE = 16_000
 WINDOW_S = 3.0  # pyannote/embedding's model card embeds 3 s sliding windows
 CHECKPOINT_FILE = "pytorch_model.bin"  # what Model.from_pretrained(directory) reads
 HUB_ID = "pyannote/embedding"
@@ -189,12 +189,9 @@ def load_xvector(directory: Path = DEFAULT_XVECTOR_DIR) -> XVectorNetwork:
         The checkpoint is missing (the message says how to get it), does not load, or is not an
         ``XVectorSincNet``.
     """
-    from soundsentry.pyannote_backend import disable_telemetry
-
     checkpoint = Path(directory) / CHECKPOINT_FILE
     if not checkpoint.is_file():
         raise ModelLoadError(missing_checkpoint_message(Path(directory)))
-    disable_telemetry()
     try:
         from pyannote.audio import Model
         from pyannote.audio.models.embedding import XVectorSincNet

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SAMPLE_RATE = 16_000
+from soundsentry.constants import SAMPLE_RATE
+
 PAUSE_S = 0.5
 
 # name -> (file suffix, ffmpeg output arguments)

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from soundsentry.constants import SAMPLE_RATE
+
 RSS_BOUND_MB = 300.0  # the target: any upload within the default limits adds at most this to peak RSS
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from api.errors import status_of
 from soundsentry import audio
 from soundsentry.audio import (
     SAMPLE_RATE,
@@ -271,7 +272,7 @@ def test_random_bytes_are_refused_before_any_decoder(filename: str) -> None:
     data = np.random.default_rng(1).bytes(20_000)
     with pytest.raises(UnsupportedFormatError, match="Upload a WAV, MP3, WEBM/Opus, OGG, M4A/AAC or FLAC") as info:
         decode_audio(data, filename=filename)
-    assert info.value.status_code == 415 and info.value.error_code == "unsupported_format"
+    assert status_of(info.value) == 415 and info.value.error_code == "unsupported_format"
 
 
 def test_text_file_named_wav_is_refused() -> None:
@@ -301,7 +302,7 @@ def test_oversize_is_refused_before_decoding() -> None:
     limits = DecodeLimits(max_upload_bytes=1_000)
     with pytest.raises(UploadTooLargeError) as info:
         decode_audio(np.random.default_rng(2).bytes(1_001), limits=limits)  # not audio: never decoded
-    assert info.value.status_code == 413
+    assert status_of(info.value) == 413
 
 
 def test_oversize_file_is_refused_before_reading(encode_as: Callable[..., Path]) -> None:
@@ -315,7 +316,7 @@ def test_too_long_audio_is_refused(fmt: str, encode_as: Callable[..., Path]) -> 
     limits = DecodeLimits(max_duration_s=2.0)
     with pytest.raises(AudioTooLongError, match="2 s limit") as info:
         decode_audio(data, limits=limits)
-    assert info.value.status_code == 413
+    assert status_of(info.value) == 413
     with pytest.raises(AudioTooLongError):
         _program(data, limits)
 
@@ -353,7 +354,7 @@ def test_decode_timeout_stops_either_decoder(decoder: str, encode_as: Callable[.
     data = encode_as("flac").read_bytes()
     with pytest.raises(UndecodableAudioError, match="longer than") as info:
         decode_audio(data, limits=DecodeLimits(decode_timeout_s=1e-6), decoders=(decoder,))
-    assert info.value.error_code == "decode_timeout" and info.value.status_code == 415
+    assert info.value.error_code == "decode_timeout" and status_of(info.value) == 415
 
 
 def test_no_decoder_at_all(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, encode_as: Callable[..., Path]) -> None:
@@ -362,7 +363,7 @@ def test_no_decoder_at_all(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, enco
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(DecoderUnavailableError) as info:
         decode_audio(data)
-    assert info.value.status_code == 503
+    assert status_of(info.value) == 503
 
 
 def test_temp_dir_is_left_empty(

@@ -24,6 +24,7 @@ from soundsentry.cnn_transformer import (
     OneClassHead,
     one_class_loss,
 )
+from soundsentry.constants import SAMPLE_RATE
 from soundsentry.errors import ModelLoadError
 from soundsentry.spectral import (
     ARTEFACT_FORMAT,
@@ -42,7 +43,6 @@ from soundsentry.spectral import (
 from soundsentry.spoofs import griffin_lim_resynthesis
 from tests.conftest import speak
 
-SAMPLE_RATE = 16_000
 TINY = {"channels": (4, 8, 8), "d_model": 32, "n_heads": 2, "ff_dim": 64, "head_hidden": 16, "dropout": 0.0}
 
 

@@ -47,7 +47,7 @@ class ServerProcess:
         self.port = free_port()
         self.log_path = log_path
         base = {k: v for k, v in os.environ.items() if not k.startswith("SOUNDSENTRY_")}
-        self.env = {**base, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYANNOTE_METRICS_ENABLED": "false",
+        self.env = {**base, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
                     **env}
         self.process: subprocess.Popen | None = None
 

@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from soundsentry.constants import SAMPLE_RATE
 from soundsentry.datasets import AudioItem, load_items
 from soundsentry.evaluation import Prediction, summarise
 from soundsentry.plots import write_plots
-
-SAMPLE_RATE = 16_000
 
 
 def write_clip(path: Path, seed: int = 0) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -360,3 +362,13 @@ def test_evaluation_script_on_a_tiny_synthetic_conversation(tmp_path: Path, caps
 
 def test_telemetry_is_off_once_pyannote_is_used(random_pipeline_dir: Path) -> None:
     assert os.environ.get("PYANNOTE_METRICS_ENABLED") == "false"
+    # whatever the environment says, importing any part of the package turns it off before pyannote loads
+    probe = ("import os, soundsentry.segments, pyannote.audio; "
+             "print(os.environ['PYANNOTE_METRICS_ENABLED'])")
+    for value in (None, "true"):
+        env = {k: v for k, v in os.environ.items() if k != "PYANNOTE_METRICS_ENABLED"}
+        if value is not None:
+            env["PYANNOTE_METRICS_ENABLED"] = value
+        shown = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True,
+                               cwd=Path(__file__).resolve().parents[1])
+        assert shown.stdout.strip() == "false"

@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from api.core.config import Settings
 from api.deps import get_detector
+from api.errors import status_of
 from api.limits import AdmissionGate, ServerBusyError, TokenBuckets
 from api.main import create_app
 from api.middleware import BodyLimitMiddleware
@@ -502,7 +503,7 @@ def test_admission_gate_counts_and_releases() -> None:
         with pytest.raises(ServerBusyError, match="within 0.05 s") as waited:
             with gate.slot():
                 pass
-        assert waited.value.retry_after_s == 2 and waited.value.status_code == 503
+        assert waited.value.retry_after_s == 2 and status_of(waited.value) == 503
     assert gate.stats()["rejected"] == 1 and not gate.saturated
     with pytest.raises(ValueError):
         AdmissionGate(max_running=0, max_waiting=1, wait_timeout_s=1)

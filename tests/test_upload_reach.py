@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from api.errors import status_of
 from soundsentry import audio
 from soundsentry.audio import DEMUXERS, DecodeLimits, decode_audio
 from soundsentry.errors import UndecodableAudioError, UnsupportedFormatError
@@ -77,7 +78,7 @@ def test_watchers_see_a_decoder_that_follows_references(watchers: Watchers, monk
 def _refused(data: bytes, decoder: str) -> UndecodableAudioError:
     with pytest.raises(UndecodableAudioError) as info:
         decode_audio(data, filename="upload.wav", limits=LIMITS, decoders=(decoder,))
-    assert info.value.status_code == 415
+    assert status_of(info.value) == 415
     return info.value
 
 
