@@ -402,7 +402,7 @@ def scorer_costs(chunk: bytes, repeats: int) -> dict[str, float]:
     from soundsentry.audio import decode_audio
     from soundsentry.detector import DEFAULT_DATA_DIR
     from soundsentry.scorers import REGISTRY, load_member
-    from soundsentry.segments import ScoringSegment
+    from soundsentry.speech.segments import ScoringSegment
 
     torch.set_num_threads(1)
     samples = decode_audio(chunk, filename="audio-chunk.webm").samples

@@ -4,8 +4,8 @@
 >>> report = Detector.load().predict_bytes(open("clip.wav", "rb").read(), filename="clip.wav")
 >>> report.serialize()["overall"]
 
-The serving path: :mod:`soundsentry.audio` (decoding) → :mod:`soundsentry.vad`,
-:mod:`soundsentry.diarization`, :mod:`soundsentry.segments` → :mod:`soundsentry.scorers` (one contract,
+The serving path: :mod:`soundsentry.audio` (decoding) → :mod:`soundsentry.speech.vad`,
+:mod:`soundsentry.speech.diarization`, :mod:`soundsentry.speech.segments` → :mod:`soundsentry.scorers` (one contract,
 one registry) → :mod:`soundsentry.fusion` → :mod:`soundsentry.rollup` → :mod:`soundsentry.report`, with
 :mod:`soundsentry.detector` over them.
 """

@@ -30,7 +30,7 @@ DIR holds ``real/`` and ``fake/`` sub-folders, or a ``manifest.csv`` (``path,lab
 ``predictions.csv`` and ``metrics.json`` (eer with a 95 % bootstrap interval over files, roc_auc,
 accuracy, precision, recall, f1, confusion_matrix, threshold, min DCF, per-source and per-system EER
 and min DCF when the data names them, each scorer alone and its paired EER difference to the served
-score), the figures of ``soundsentry.plots`` beside them, and prints a summary.
+score), the figures of ``soundsentry.evaluation.plots`` beside them, and prints a summary.
 """
 
 
@@ -144,8 +144,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from soundsentry.datasets import load_items
-    from soundsentry.evaluation import BrowserChunks, predict_items, scored_arrays, summarise
-    from soundsentry.plots import write_plots
+    from soundsentry.evaluation.batch import BrowserChunks, predict_items, scored_arrays, summarise
+    from soundsentry.evaluation.plots import write_plots
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = evaluate_args(argv)

@@ -9,4 +9,6 @@ TELEMETRY_ENV = "PYANNOTE_METRICS_ENABLED"
 # The shipped models: ``data/`` beside the package in a checkout; in an installed wheel pyproject.toml
 # puts the same files at ``soundsentry/data/`` (package data), found here wherever it is installed.
 _PACKAGE = Path(__file__).resolve().parent
-DEFAULT_DATA_DIR = _PACKAGE / "data" if (_PACKAGE / "data" / "fusion.json").is_file() else _PACKAGE.parent / "data"
+# a checkout's root: where training finds cache/ and ../shared, and the service model/ (optional pyannote models)
+CHECKOUT = _PACKAGE.parent
+DEFAULT_DATA_DIR = _PACKAGE / "data" if (_PACKAGE / "data" / "fusion.json").is_file() else CHECKOUT / "data"

@@ -11,7 +11,7 @@ stand-alone scorer (the TKAN classifier) scores alone with its own thresholds.
 
 TKAN's artefacts may live apart from the others (``DetectorConfig.tkan_dir``, e.g. a classifier
 trained on pyannote's x-vector in ``model/tkan-xvector``): the speaker network TKAN reads is the one
-its feature definition names (:mod:`soundsentry.networks`), while the embedded diarizer keeps the
+its feature definition names (:mod:`soundsentry.models.layers`), while the embedded diarizer keeps the
 Resemblyzer encoder.
 
 Usage
@@ -36,14 +36,14 @@ import numpy as np
 from soundsentry.audio import DecodeLimits, Waveform, decode_audio
 from soundsentry.constants import DEFAULT_DATA_DIR
 from soundsentry.deadline import Deadline
-from soundsentry.diarization import BackendChoice, DiarizerConfig, SpeechBackends, load_speech_backends
-from soundsentry.encoder import SpeakerNetwork
 from soundsentry.fusion import Fusion
+from soundsentry.models.resemblyzer import SpeakerNetwork
 from soundsentry.report import Report, SegmentResult, without_paths
 from soundsentry.rollup import CATEGORIES, duration_category, label, overall_verdict, roll_up_speakers, weighted_mean
 from soundsentry.scorers import REGISTRY, LoadContext, Scorer, load_fusion, load_members, thresholds_of
-from soundsentry.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
-from soundsentry.vad import VadConfig, find_speech, total_duration
+from soundsentry.speech.diarization import BackendChoice, DiarizerConfig, SpeechBackends, load_speech_backends
+from soundsentry.speech.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
+from soundsentry.speech.vad import VadConfig, find_speech, total_duration
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class _Timer:
 class Detector:
     """Holds the loaded models; ``predict`` is thread-safe (no per-request state on ``self``).
 
-    ``speech``: the VAD and diarizer (:class:`~soundsentry.diarization.Vad`, ``Diarizer``);
+    ``speech``: the VAD and diarizer (:class:`~soundsentry.speech.diarization.Vad`, ``Diarizer``);
     ``members``: the scorers the fusion weighs, by member name; ``fusion``: ``None`` for single-member
     mode (one scorer with its own thresholds).
     """
@@ -122,7 +122,7 @@ class Detector:
         """Load every model once. Raises :class:`~soundsentry.errors.ModelLoadError`.
 
         The VAD and diarizer come from ``config.diarization_backend`` (see
-        :func:`~soundsentry.diarization.load_speech_backends`): pyannote's pipeline and VAD when one
+        :func:`~soundsentry.speech.diarization.load_speech_backends`): pyannote's pipeline and VAD when one
         is available, else Silero VAD and the embedded diarizer. The scorers are the ones the fusion in
         ``config.data_dir`` weighs (:func:`~soundsentry.scorers.load_members`), TKAN's from
         ``config.tkan_artefacts_dir``.

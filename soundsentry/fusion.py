@@ -1,7 +1,7 @@
 """Score fusion and calibration: the members' P(fake) → one calibrated P(fake) and its thresholds.
 
 Members: ``tkan`` (TKAN classifier), ``cnn`` (CNN-Transformer), ``flatness`` (upper-band flatness,
-:mod:`soundsentry.flatness`).
+:mod:`soundsentry.models.flatness`).
 
 The fusion is a logistic regression on the members' logits (``z = b + Σ w_m · logit(p_m)``), which
 is at once the combination and its Platt calibration. It is fitted by ``scripts.train_fusion`` on

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from soundsentry.audio import decode_file
-from soundsentry.cnn_transformer import (
+from soundsentry.constants import SAMPLE_RATE
+from soundsentry.errors import ModelLoadError
+from soundsentry.models.cnn_transformer import (
     CNN_TRANSFORMER_DEFAULTS,
     ONE_CLASS_FAKE_MARGIN,
     ONE_CLASS_REAL_MARGIN,
@@ -24,9 +26,7 @@ from soundsentry.cnn_transformer import (
     OneClassHead,
     one_class_loss,
 )
-from soundsentry.constants import SAMPLE_RATE
-from soundsentry.errors import ModelLoadError
-from soundsentry.spectral import (
+from soundsentry.models.spectral import (
     ARTEFACT_FORMAT,
     DEFAULT_ARTEFACT,
     FEATURE_KINDS,
@@ -40,7 +40,7 @@ from soundsentry.spectral import (
     spectrogram_windows,
     window_starts,
 )
-from soundsentry.spoofs import griffin_lim_resynthesis
+from soundsentry.training.spoofs import griffin_lim_resynthesis
 from tests.conftest import speak
 
 TINY = {"channels": (4, 8, 8), "d_model": 32, "n_heads": 2, "ff_dim": 64, "head_hidden": 16, "dropout": 0.0}
@@ -231,7 +231,7 @@ def test_smoke_training_decreases_the_loss(real_and_fake) -> None:
                           (None, 0, 0.0, "one_class")],
                          ids=["whole-file", "span-masked", "weight-average", "one-class"])
 def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake, span, masks, ema, head) -> None:
-    from scripts.train_cnn_transformer import SpectrogramSet, TrainConfig, eer_of, heldout_scores, train
+    from soundsentry.training.train_cnn_transformer import SpectrogramSet, TrainConfig, eer_of, heldout_scores, train
 
     reals, fakes = real_and_fake
     features = SpectralFeatures(kind="mel")
@@ -256,7 +256,7 @@ def test_span_windows_are_normalised_over_their_span_like_a_chunk_at_run_time(sp
     """``--normalise-span``: a window cut from raw log power, floored and normalised over its own span.
     With a span of exactly one window, each band of the window has zero mean and unit deviation, the
     window is an affine image of a stretch of the raw input, and the gain of the input changes nothing."""
-    from scripts.train_cnn_transformer import span_frames, span_window
+    from soundsentry.training.train_cnn_transformer import span_frames, span_window
 
     features = SpectralFeatures(kind="high", normalisation="utterance_band")
     assert span_frames(features, (2.0, 10.0)) == (128, 625)  # 2 s is 125 frames: at least one window
@@ -277,7 +277,7 @@ def test_span_windows_are_normalised_over_their_span_like_a_chunk_at_run_time(sp
 
 
 def test_spec_augment_zeroes_stretches_of_bands_and_frames_and_nothing_else() -> None:
-    from scripts.train_cnn_transformer import spec_augment
+    from soundsentry.training.train_cnn_transformer import spec_augment
 
     rng = np.random.default_rng(0)
     window = rng.normal(size=(128, 128)).astype(np.float32) + 5.0  # no zeros of its own
@@ -293,8 +293,8 @@ def test_spec_augment_zeroes_stretches_of_bands_and_frames_and_nothing_else() ->
 
 def test_cache_without_augmentation_holds_each_file_as_it_is(tmp_path: Path, speech_wav: Path) -> None:
     """``--augmentation none`` caches one clean spectrogram per file, apart from the augmented variants."""
-    from scripts.train_cnn_transformer import SpectrogramSet, build_cache, cache_path
     from soundsentry.datasets import AudioItem
+    from soundsentry.training.train_cnn_transformer import SpectrogramSet, build_cache, cache_path
 
     item = AudioItem(path=speech_wav, label=0, speaker="s1")
     features = SpectralFeatures(kind="high")
@@ -310,8 +310,8 @@ def test_cache_without_augmentation_holds_each_file_as_it_is(tmp_path: Path, spe
 def test_opus_augmentation_adds_codec_round_trips_to_the_clean_copy(tmp_path: Path, speech_wav: Path) -> None:
     """``--augmentation opus``: variant 0 is the clean copy (shared with ``none``), the others went through
     Opus/WEBM and nothing else, so they differ from it but keep the spectrogram's shape and rough level."""
-    from scripts.train_cnn_transformer import SpectrogramSet, build_cache, cache_path
     from soundsentry.datasets import AudioItem
+    from soundsentry.training.train_cnn_transformer import SpectrogramSet, build_cache, cache_path
 
     item = AudioItem(path=speech_wav, label=1, speaker="s1")
     features = SpectralFeatures(kind="high")
@@ -330,7 +330,7 @@ def test_opus_augmentation_adds_codec_round_trips_to_the_clean_copy(tmp_path: Pa
 
 
 def test_augmentation_flags() -> None:
-    from scripts.train_cnn_transformer import parse_args
+    from soundsentry.training.train_cnn_transformer import parse_args
 
     assert parse_args([]).augmentation == "random"
     assert parse_args(["--augmentation", "opus"]).augmentation == "opus"
@@ -345,8 +345,8 @@ def test_augmentation_flags() -> None:
 
 
 def test_split_seed_fixes_the_held_out_speakers_whatever_the_seed() -> None:
-    from scripts.train_cnn_transformer import TrainConfig, split_holdout
     from soundsentry.datasets import AudioItem
+    from soundsentry.training.train_cnn_transformer import TrainConfig, split_holdout
 
     items = [AudioItem(path=Path(f"{s}_{i}.flac"), label=i % 2, speaker=f"s{s}") for s in range(40) for i in range(4)]
     assert TrainConfig(seed=1).holdout_seed == 1
@@ -432,7 +432,7 @@ def test_an_ensemble_averages_its_networks_window_logits(tmp_path: Path, speech:
 
 def test_combine_writes_an_ensemble_of_artefacts_that_share_their_held_out_speakers(tmp_path: Path,
                                                                                     speech: np.ndarray) -> None:
-    from scripts.train_cnn_transformer import main
+    from soundsentry.training.train_cnn_transformer import main
 
     features = SpectralFeatures(kind="high", normalisation="utterance_band")
     paths = [tmp_path / f"seed{seed}.pt" for seed in (0, 1, 2)]
@@ -484,7 +484,7 @@ def test_shipped_artefact_scores_speech(speech: np.ndarray) -> None:
 def test_many_segments_are_scored_in_bounded_batches_with_the_same_result(speech: np.ndarray, monkeypatch) -> None:
     """A long recording's windows are not all made at once: no forward pass sees more than the batch
     bound plus one segment's windows, and each segment scores as it does alone."""
-    from soundsentry import spectral
+    from soundsentry.models import spectral
 
     scorer = SpectralScorer(tiny_model(), SpectralFeatures(kind="high"))
     segments = [speech[i * 800 :] for i in range(40)]  # ~5 s each: 40 segments, ~100 windows in all

@@ -17,8 +17,8 @@ import soundfile as sf
 
 from soundsentry.constants import SAMPLE_RATE
 from soundsentry.datasets import AudioItem, load_items
-from soundsentry.evaluation import Prediction, summarise
-from soundsentry.plots import write_plots
+from soundsentry.evaluation.batch import Prediction, summarise
+from soundsentry.evaluation.plots import write_plots
 
 
 def write_clip(path: Path, seed: int = 0) -> Path:
@@ -171,7 +171,7 @@ def test_summary_has_per_group_eer_and_min_dcf() -> None:
 
 
 def test_compare_runs_pairs_the_trials_both_scored(tmp_path: Path) -> None:
-    from scripts import compare_runs
+    from soundsentry.evaluation import compare_runs
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 60)

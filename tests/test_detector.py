@@ -11,16 +11,16 @@ import pytest
 from pyannote.core import Annotation, Segment
 
 from soundsentry.audio import decode_file
-from soundsentry.classifier import SCALER_FILE, load_tkan_artifacts
 from soundsentry.detector import DEFAULT_DATA_DIR, Detector, DetectorConfig
-from soundsentry.encoder import LAYER_NAMES, SpeakerNetwork
 from soundsentry.errors import ModelLoadError
 from soundsentry.fusion import FUSION_FILE, Fusion, logit
+from soundsentry.models.classifier import SCALER_FILE, load_tkan_artifacts
+from soundsentry.models.resemblyzer import LAYER_NAMES, SpeakerNetwork
+from soundsentry.models.tkan import FeatureSpec, tkan_features
 from soundsentry.rollup import duration_category
 from soundsentry.scorers import REGISTRY, load_member
-from soundsentry.segments import SegmentConfig, scoring_segments, single_speaker_annotation
-from soundsentry.tkan import FeatureSpec, tkan_features
-from soundsentry.vad import SileroVad
+from soundsentry.speech.segments import SegmentConfig, scoring_segments, single_speaker_annotation
+from soundsentry.speech.vad import SileroVad
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +64,7 @@ def test_encoder_windows_cover_audio(speech_wav: Path) -> None:
 
 
 def test_tkan_reductions_on_hand_made_activations() -> None:
-    from soundsentry.encoder import WindowActivations
+    from soundsentry.models.resemblyzer import WindowActivations
 
     mean = np.zeros((2, 4, 256), dtype=np.float32)
     mean[0, 0, :4] = [0.1, 0.9, 0.5, 0.7]

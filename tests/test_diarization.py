@@ -13,18 +13,20 @@ import numpy as np
 import pytest
 from pyannote.core import Annotation, Segment, Timeline
 
-from scripts import entry
-from scripts.evaluate_diarization import (
+from soundsentry.audio import decode_file
+from soundsentry.errors import ModelLoadError
+from soundsentry.evaluation.evaluate_diarization import (
     ConversationRecipe,
     aggregate,
     der_components,
     synthetic_items,
 )
-from scripts.evaluate_diarization import (
+from soundsentry.evaluation.evaluate_diarization import (
     main as evaluate_main,
 )
-from soundsentry.audio import decode_file
-from soundsentry.diarization import (
+from soundsentry.models import export as entry
+from soundsentry.models.resemblyzer import SpeakerNetwork
+from soundsentry.speech.diarization import (
     DiarizerConfig,
     EmbeddedDiarizer,
     cluster_embeddings,
@@ -33,9 +35,7 @@ from soundsentry.diarization import (
     merge_regions,
     viterbi,
 )
-from soundsentry.encoder import SpeakerNetwork
-from soundsentry.errors import ModelLoadError
-from soundsentry.vad import SileroVad, SpeechRegion, find_speech
+from soundsentry.speech.vad import SileroVad, SpeechRegion, find_speech
 
 SHARED_DIR = Path(__file__).resolve().parent.parent.parent / "shared"
 
@@ -192,7 +192,7 @@ needs_ami = pytest.mark.skipif(
 @needs_ami
 def test_quiet_meeting_speech_is_found(network: SpeakerNetwork, vad: SileroVad) -> None:
     """AMI excerpts: the default VAD misses distant speakers; the diarizer's sensitive VAD finds more."""
-    from scripts.evaluate_diarization import ami_items
+    from soundsentry.evaluation.evaluate_diarization import ami_items
 
     found_by_default = found = 0.0
     for item in ami_items(SHARED_DIR):
@@ -263,7 +263,7 @@ def test_random_weight_pyannote_pipeline_runs_end_to_end(random_pipeline_dir: Pa
 
 
 def test_auto_falls_back_to_embedded_and_says_why(tmp_path: Path, monkeypatch, network: SpeakerNetwork) -> None:
-    from soundsentry import pyannote_backend
+    from soundsentry.speech import pyannote_backend
 
     monkeypatch.delenv(pyannote_backend.TOKEN_ENV, raising=False)
     backends = load_speech_backends("auto", network=network, pyannote_dir=tmp_path)
@@ -363,7 +363,7 @@ def test_evaluation_script_on_a_tiny_synthetic_conversation(tmp_path: Path, caps
 def test_telemetry_is_off_once_pyannote_is_used(random_pipeline_dir: Path) -> None:
     assert os.environ.get("PYANNOTE_METRICS_ENABLED") == "false"
     # whatever the environment says, importing any part of the package turns it off before pyannote loads
-    probe = ("import os, soundsentry.segments, pyannote.audio; "
+    probe = ("import os, soundsentry.speech.segments, pyannote.audio; "
              "print(os.environ['PYANNOTE_METRICS_ENABLED'])")
     for value in (None, "true"):
         env = {k: v for k, v in os.environ.items() if k != "PYANNOTE_METRICS_ENABLED"}

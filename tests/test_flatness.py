@@ -9,7 +9,8 @@ import pytest
 
 from soundsentry.datasets import AudioItem
 from soundsentry.errors import ModelLoadError
-from soundsentry.flatness import FlatnessFeatures, FlatnessScorer, file_rows, fit_flatness_model, flatness_features
+from soundsentry.models.flatness import FlatnessFeatures, FlatnessScorer, flatness_features
+from soundsentry.training.train_flatness import file_rows, fit_flatness_model
 
 SR = 16000
 

@@ -1,4 +1,4 @@
-"""Spoof re-synthesis (soundsentry.spoofs) and codec/channel augmentation (soundsentry.augment).
+"""Spoof re-synthesis (soundsentry.training.spoofs) and codec/channel augmentation (soundsentry.training.augment).
 
 The audio is an espeak-ng sentence made here and resampled to 16 kHz by ffmpeg.
 """
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from soundsentry import augment, spoofs
-from soundsentry.augment import Augmentation, AugmentStep, apply_augmentation, random_augmentation
+from soundsentry.training import augment, spoofs
+from soundsentry.training.augment import Augmentation, AugmentStep, apply_augmentation, random_augmentation
 
 SR = 16000
 SENTENCE = "The quick brown fox jumps over the lazy dog, then rests beside the quiet river."
@@ -236,7 +236,7 @@ def test_band_spoofs_read_each_fake_beside_its_own_manifest(tmp_path: Path) -> N
     each manifest's fakes must come from that manifest's folder."""
     import csv
 
-    from scripts import make_band_spoofs
+    from soundsentry.training import make_band_spoofs
 
     rng = np.random.default_rng(0)
     corpus, stale, fresh = tmp_path / "corpus", tmp_path / "stale", tmp_path / "fresh"

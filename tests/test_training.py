@@ -1,7 +1,7 @@
-"""The training and evaluation scripts end to end on a tiny folder of real audio they make themselves.
+"""The trainers and the batch evaluator end to end on a tiny folder of real audio they make themselves.
 
 Reals are espeak-ng voices; fakes are the same sentences re-synthesised by Griffin-Lim and WORLD.
-The point is that the scripts run and produce artefacts the detector loads — not the figures.
+The point is that they run and produce artefacts the detector loads — not the figures.
 """
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts import (
+from soundsentry import cli
+from soundsentry.audio import decode_file
+from soundsentry.detector import Detector, DetectorConfig
+from soundsentry.evaluation.metrics import bootstrap_eer, compute_eer, expected_calibration_error
+from soundsentry.models.classifier import load_tkan_artifacts
+from soundsentry.training import (
     feature_extractor,
-    run_test,
     train_classifier,
     train_classifier_kfold,
     train_flatness,
     train_fusion,
     train_gridsearch,
 )
-from soundsentry.audio import decode_file
-from soundsentry.classifier import load_tkan_artifacts
-from soundsentry.detector import Detector, DetectorConfig
-from soundsentry.metrics import bootstrap_eer, compute_eer, expected_calibration_error
-from soundsentry.spoofs import griffin_lim_resynthesis, world_resynthesis
+from soundsentry.training.spoofs import griffin_lim_resynthesis, world_resynthesis
 from tests.conftest import speak, write_wav
 
 SENTENCES = [
@@ -122,7 +122,7 @@ def test_extract_train_load_and_evaluate(labelled_dir: Path, tmp_path: Path) -> 
 
 
 def test_run_test_writes_predictions_and_metrics(labelled_dir: Path, tmp_path: Path, capsys) -> None:
-    assert run_test.main(["--test-dir", str(labelled_dir), "--output-dir", str(tmp_path)]) == 0
+    assert cli.evaluate_main(["--test-dir", str(labelled_dir), "--output-dir", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("eer", "roc_auc", "accuracy", "precision", "recall", "f1", "confusion_matrix", "threshold"):
         assert key in metrics, key
@@ -141,22 +141,23 @@ def test_run_test_on_plain_folders(labelled_dir: Path, tmp_path: Path) -> None:
         (folders / label).mkdir(parents=True)
         for path in sorted((labelled_dir / label).glob("*.wav"))[:2]:
             (folders / label / path.name).write_bytes(path.read_bytes())
-    assert run_test.main(["--test-dir", str(folders), "--output-dir", str(tmp_path / "out")]) == 0
+    assert cli.evaluate_main(["--test-dir", str(folders), "--output-dir", str(tmp_path / "out")]) == 0
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["files"] == 4
     # the browser condition: every ~5 s file becomes one or two 4 s WEBM/Opus chunks
-    assert run_test.main(["--test-dir", str(folders), "--output-dir", str(tmp_path / "web"), "--browser-chunks"]) == 0
+    assert cli.evaluate_main(["--test-dir", str(folders), "--output-dir", str(tmp_path / "web"),
+                              "--browser-chunks"]) == 0
     chunked = json.loads((tmp_path / "web" / "metrics.json").read_text())
     assert chunked["browser_chunks"] is True and chunked["files"] >= 4 and chunked["errors"] == 0
-    assert run_test.main(["--test-dir", str(tmp_path / "nothing-here"), "--output-dir", str(tmp_path)]) == 2
+    assert cli.evaluate_main(["--test-dir", str(tmp_path / "nothing-here"), "--output-dir", str(tmp_path)]) == 2
 
 
 def test_flatness_and_fusion_training_end_to_end(labelled_dir: Path, tmp_path: Path) -> None:
     import shutil
 
     from soundsentry.detector import DEFAULT_DATA_DIR
-    from soundsentry.flatness import FlatnessScorer
     from soundsentry.fusion import Fusion
-    from soundsentry.spectral import load_artefact, save_artefact
+    from soundsentry.models.flatness import FlatnessScorer
+    from soundsentry.models.spectral import load_artefact, save_artefact
 
     models = tmp_path / "models"
     shutil.copytree(DEFAULT_DATA_DIR, models)
@@ -239,9 +240,9 @@ def test_flatness_and_fusion_training_end_to_end(labelled_dir: Path, tmp_path: P
 
 def test_explore_tkan_columns_follow_the_feature_layout() -> None:
     """The columns a variant keeps are the ones tkan_features wrote for those layers, k and statistics."""
-    from scripts.explore_tkan import columns
-    from soundsentry.networks import WindowActivations
-    from soundsentry.tkan import FeatureSpec, tkan_features
+    from soundsentry.models.layers import WindowActivations
+    from soundsentry.models.tkan import FeatureSpec, tkan_features
+    from soundsentry.training.explore_tkan import columns
 
     rng = np.random.default_rng(0)
     activations = WindowActivations(starts=np.zeros(1), layer_mean=rng.random((1, 4, 256)),

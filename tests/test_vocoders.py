@@ -1,4 +1,4 @@
-"""Neural vocoders for copy-synthesis spoofs (soundsentry.vocoders, scripts/train_vocoder.py,
+"""Neural vocoders for copy-synthesis spoofs (soundsentry.training.vocoders, scripts/train_vocoder.py,
 scripts/make_neural_spoofs.py).
 
 The speech is an espeak-ng sentence made here; the networks are the default configs or shrunken ones
@@ -16,9 +16,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from scripts import make_neural_spoofs, train_vocoder
-from soundsentry import vocoders
-from soundsentry.vocoders import (
+from soundsentry.training import make_neural_spoofs, train_vocoder, vocoders
+from soundsentry.training.vocoders import (
     MelFrontEnd,
     Vocoder,
     VocoderDiscriminator,

@@ -15,17 +15,19 @@ import numpy as np
 import pytest
 import torch
 
-from scripts import entry, feature_extractor, train_classifier
 from soundsentry.audio import decode_file
-from soundsentry.classifier import MODEL_FILE, load_tkan_artifacts
 from soundsentry.detector import DEFAULT_DATA_DIR, Detector, DetectorConfig
 from soundsentry.errors import ModelLoadError
 from soundsentry.fusion import FUSION_FILE, Fusion
 from soundsentry.hashing import file_sha256
-from soundsentry.networks import RESEMBLYZER, XVECTOR, load_tkan_network
-from soundsentry.spoofs import lpc_resynthesis
-from soundsentry.tkan import FeatureSpec, tkan_features
-from soundsentry.xvector import CHECKPOINT_FILE, HUB_ID, XVectorNetwork
+from soundsentry.models import export as entry
+from soundsentry.models.classifier import MODEL_FILE, load_tkan_artifacts
+from soundsentry.models.layers import RESEMBLYZER, XVECTOR
+from soundsentry.models.speaker import load_tkan_network
+from soundsentry.models.tkan import FeatureSpec, tkan_features
+from soundsentry.models.xvector import CHECKPOINT_FILE, HUB_ID, XVectorNetwork
+from soundsentry.training import feature_extractor, train_classifier
+from soundsentry.training.spoofs import lpc_resynthesis
 from tests.conftest import speak, write_wav
 
 SENTENCES = [

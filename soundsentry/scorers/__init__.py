@@ -6,7 +6,7 @@ A scorer has
 - ``files``: the artefact files it was loaded from (the fusion checks they are the ones it was fitted with);
 - ``thresholds``: its own decision threshold per duration category, or ``None`` when it only scores
   inside a fusion;
-- ``score(samples, segments)``: ``(segment,)`` P(fake) of each :class:`~soundsentry.segments.ScoringSegment`
+- ``score(samples, segments)``: ``(segment,)`` P(fake) of each :class:`~soundsentry.speech.segments.ScoringSegment`
   of 16 kHz mono ``samples``; thread-safe;
 - ``models()``: the lines it adds to a report's ``models`` (names and versions, no server paths);
 - ``info()``: how it was made (feature definition, training metadata), for ``/info``.

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from soundsentry.segments import ScoringSegment
+from soundsentry.speech.segments import ScoringSegment
 
 if TYPE_CHECKING:
-    from soundsentry.encoder import SpeakerNetwork
+    from soundsentry.models.resemblyzer import SpeakerNetwork
 
 
 class Scorer(Protocol):

@@ -1,5 +1,5 @@
 """The CNN-Transformer member: log-power spectrogram windows of a band through small CNN-Transformers
-(:mod:`soundsentry.spectral`, :mod:`soundsentry.cnn_transformer`); artefact ``cnn_transformer.pt``."""
+(:mod:`soundsentry.models.spectral`, :mod:`soundsentry.models.cnn_transformer`); artefact ``cnn_transformer.pt``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from typing import Any
 import numpy as np
 
 from soundsentry.errors import ModelLoadError
-from soundsentry.features import crop_samples
+from soundsentry.models.spectral import SpectralScorer
 from soundsentry.scorers.base import LoadContext
-from soundsentry.segments import ScoringSegment
-from soundsentry.spectral import SpectralScorer
+from soundsentry.speech.segments import ScoringSegment, crop_samples
 
 CNN_FILE = "cnn_transformer.pt"
 

@@ -1,5 +1,5 @@
 """The upper-band flatness member: spectral flatness of four sub-bands of 4-8 kHz through a logistic
-regression (:mod:`soundsentry.flatness`); artefact ``flatness.joblib``."""
+regression (:mod:`soundsentry.models.flatness`); artefact ``flatness.joblib``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from soundsentry.features import crop_samples
-from soundsentry.flatness import FLATNESS_FILE, FlatnessScorer
+from soundsentry.models.flatness import FLATNESS_FILE, FlatnessScorer
 from soundsentry.scorers.base import LoadContext
-from soundsentry.segments import ScoringSegment
+from soundsentry.speech.segments import ScoringSegment, crop_samples
 
 
 class BandFlatnessScorer:

@@ -1,8 +1,8 @@
 """The TKAN member: top-k activations of a speaker network's layers, scaled, through a small MLP.
 
 Its artefacts are the scaler and classifier ``scripts.train_classifier`` writes (``feature_scaler.pkl``,
-``trained_model.pth``, :mod:`soundsentry.classifier`); the speaker network it reads is the one their
-feature definition names (:mod:`soundsentry.networks`), checked against the checkpoint it was trained on.
+``trained_model.pth``, :mod:`soundsentry.models.classifier`); the speaker network it reads is the one their
+feature definition names (:mod:`soundsentry.models.layers`), checked against the checkpoint it was trained on.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from soundsentry.classifier import MODEL_FILE, SCALER_FILE, TkanArtifacts, load_tkan_artifacts
 from soundsentry.errors import ModelLoadError
-from soundsentry.features import segment_features
-from soundsentry.networks import TkanNetwork, load_tkan_network
+from soundsentry.models.classifier import MODEL_FILE, SCALER_FILE, TkanArtifacts, load_tkan_artifacts
+from soundsentry.models.layers import TkanNetwork
+from soundsentry.models.speaker import load_tkan_network
+from soundsentry.models.tkan import FeatureSpec, segment_features
 from soundsentry.scorers.base import LoadContext
-from soundsentry.segments import ScoringSegment
-from soundsentry.tkan import FeatureSpec
+from soundsentry.speech.segments import ScoringSegment
 
 
 class TkanScorer:

@@ -9,7 +9,7 @@ the segment), then reduced to its top-k neurons:
 - ``reduction="masked"``: all the layer's neurons, zero except the top k, which keep their
   activation (neuron identity preserved, as many numbers as the layer is wide).
 
-The spec names its speaker network (:mod:`soundsentry.networks`: the shipped Resemblyzer encoder,
+The spec names its speaker network (:mod:`soundsentry.models.layers`: the shipped Resemblyzer encoder,
 or pyannote's x-vector); its layers are checked against that network's layers, and k against each
 chosen layer's width.
 
@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from soundsentry.networks import DEFAULT_NETWORK, NetworkLayout, WindowActivations, network_layout
+from soundsentry.models.layers import DEFAULT_NETWORK, NetworkLayout, TkanNetwork, WindowActivations, network_layout
+from soundsentry.speech.segments import ScoringSegment, crop_samples
 
 
 @dataclass(frozen=True)
@@ -135,3 +136,17 @@ def tkan_features(activations: WindowActivations, spec: FeatureSpec) -> np.ndarr
         parts_std.append(reduced_std)
     parts = parts_mean + (parts_std if "std" in spec.stats else [])
     return np.concatenate(parts).astype(np.float32)
+
+
+def segment_features(
+    network: TkanNetwork, spec: FeatureSpec, samples: np.ndarray, segments: list[ScoringSegment]
+) -> np.ndarray:
+    """(segment, spec.dimension) TKAN features, one row per scoring segment.
+
+    ``network`` must be the one ``spec.network`` names (:func:`~soundsentry.models.layers.load_tkan_network`).
+    """
+    rows = [
+        tkan_features(network.analyse(crop_samples(samples, s.start, s.end), hop_s=spec.hop_s), spec)
+        for s in segments
+    ]
+    return np.stack(rows) if rows else np.zeros((0, spec.dimension), dtype=np.float32)

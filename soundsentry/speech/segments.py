@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 from pyannote.core import Annotation, Segment
 
-from soundsentry.vad import SpeechRegion
+from soundsentry.constants import SAMPLE_RATE
+from soundsentry.speech.vad import SileroVad, SpeechRegion
 
 SINGLE_SPEAKER = "SPEAKER_00"
 
@@ -57,3 +59,14 @@ def scoring_segments(annotation: Annotation, config: SegmentConfig = SegmentConf
             for i in range(pieces):
                 segments.append(ScoringSegment(speaker, turn.start + i * step, turn.start + (i + 1) * step))
     return sorted(segments, key=lambda s: (s.start, s.speaker))
+
+
+def crop_samples(samples: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
+    return samples[int(round(start_s * SAMPLE_RATE)) : int(round(end_s * SAMPLE_RATE))]
+
+
+def speech_segments(
+    vad: SileroVad, samples: np.ndarray, config: SegmentConfig = SegmentConfig()
+) -> list[ScoringSegment]:
+    """Scoring segments of a single-speaker recording (the no-diarization path)."""
+    return scoring_segments(single_speaker_annotation(vad(samples)), config)

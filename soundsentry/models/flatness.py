@@ -20,7 +20,6 @@ Artefact (``data/flatness.joblib``): ``{"format", "model" (StandardScaler + Logi
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,52 +68,6 @@ def flatness_features(samples: np.ndarray, features: FlatnessFeatures = Flatness
         sub = frames[band]
         values.append(float(np.mean(np.exp(np.mean(np.log(sub), axis=0)) / np.mean(sub, axis=0))))
     return np.array(values, dtype=np.float64)
-
-
-def file_rows(
-    items: Sequence[Any], features: FlatnessFeatures = FlatnessFeatures(), *, augmented_variants: int = 0,
-    crops_s: Sequence[float] = (), seed: int = 0, progress=lambda x: x,
-) -> tuple[np.ndarray, np.ndarray, list[Any]]:
-    """Feature rows of labelled files (``AudioItem``s): each file as it is and ``augmented_variants``
-    times through a random label-blind augmentation chain (codecs, noise, reverb, RawBoost...), and
-    for each of those a random crop of each duration in ``crops_s`` (a file no longer than the crop
-    is used whole). The shipped scorer uses no augmented copies: on the devset they made it worse, in
-    the browser condition too (data/NOTES.md). Returns (rows, labels, the item of each row)."""
-    import soundfile as sf
-
-    from soundsentry.augment import apply_augmentation, random_augmentation
-
-    rows, labels, owners = [], [], []
-    for item in progress(items):
-        samples, rate = sf.read(item.path, dtype="float32", always_2d=True)
-        if rate != SAMPLE_RATE:
-            raise ValueError(f"{item.path}: {rate} Hz; training files must be 16 kHz")
-        samples = samples.mean(axis=1)
-        rng = np.random.default_rng([seed, zlib.crc32(str(item.path).encode())])  # not the order of work
-        variants = [samples] + [apply_augmentation(samples, random_augmentation(rng, p_none=0.0), rng)
-                                for _ in range(augmented_variants)]
-        for variant in variants:
-            for view in [variant] + [_random_crop(variant, seconds, rng) for seconds in crops_s]:
-                rows.append(flatness_features(view, features))
-                labels.append(item.label)
-                owners.append(item)
-    return np.stack(rows), np.array(labels), owners
-
-
-def _random_crop(samples: np.ndarray, seconds: float, rng: np.random.Generator) -> np.ndarray:
-    length = int(round(seconds * SAMPLE_RATE))
-    start = int(rng.integers(0, samples.size - length + 1)) if samples.size > length else 0
-    return samples[start : start + length]
-
-
-def fit_flatness_model(rows: np.ndarray, labels: np.ndarray, c: float = 1.0) -> Any:
-    """StandardScaler + class-balanced logistic regression."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=1000)).fit(
-        rows, labels)
 
 
 class FlatnessScorer:

@@ -4,7 +4,7 @@ Backends
 --------
 ``embedded`` (default; offline, no token): :class:`EmbeddedDiarizer` over the Silero VAD regions.
 ``pyannote``: pyannote.audio's speaker-diarization pipeline and the VAD of its segmentation model
-(:mod:`soundsentry.pyannote_backend`), from a local directory under ``model/`` or with a Hugging Face
+(:mod:`soundsentry.speech.pyannote_backend`), from a local directory under ``model/`` or with a Hugging Face
 token. :func:`load_speech_backends` chooses; ``auto`` takes pyannote when it is available.
 Every diarizer is ``diarizer(samples, regions, uri=...) -> pyannote.core.Annotation``.
 
@@ -38,15 +38,16 @@ import torch.nn.utils.rnn as nn_utils_rnn
 from pyannote.core import Annotation, Segment
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from soundsentry.encoder import HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES, SpeakerNetwork
+from soundsentry.constants import CHECKOUT
 from soundsentry.errors import ModelLoadError
-from soundsentry.vad import SileroVad, SpeechRegion, VadConfig
+from soundsentry.models.resemblyzer import HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES, SpeakerNetwork
+from soundsentry.speech.vad import SileroVad, SpeechRegion, VadConfig
 
 logger = logging.getLogger(__name__)
 
 BackendChoice = Literal["auto", "embedded", "pyannote"]
 BACKENDS: tuple[str, ...] = ("auto", "embedded", "pyannote")
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+DEFAULT_MODEL_DIR = CHECKOUT / "model"
 FRAMES_PER_S = SAMPLE_RATE // HOP_SAMPLES  # mel frames per second (100)
 
 
@@ -497,7 +498,7 @@ class SpeechBackends:
 
 
 def default_pyannote_dir() -> Path:
-    from soundsentry.pyannote_backend import PIPELINE_ID
+    from soundsentry.speech.pyannote_backend import PIPELINE_ID
 
     return DEFAULT_MODEL_DIR / PIPELINE_ID.split("/")[-1]
 
@@ -528,7 +529,7 @@ def load_speech_backends(
     if choice not in BACKENDS:
         raise ValueError(f"diarization backend must be one of {', '.join(BACKENDS)}, got {choice!r}")
     if choice != "embedded":
-        from soundsentry import pyannote_backend
+        from soundsentry.speech import pyannote_backend
 
         directory = pyannote_dir or default_pyannote_dir()
         token = token or os.environ.get(pyannote_backend.TOKEN_ENV) or None

@@ -3,7 +3,7 @@
 :class:`SpectralFeatures` defines the input (saved with the weights, so a model is never fed features
 it was not trained on); :class:`SpectralFrontEnd` turns 16 kHz mono audio into a normalised log
 spectrogram; :class:`SpectralScorer` cuts it into windows of ``n_frames`` frames, runs
-:class:`~soundsentry.cnn_transformer.CNNTransformer` on them in batches of at most 16 and pools the logits.
+:class:`~soundsentry.models.cnn_transformer.CNNTransformer` on them in batches of at most 16 and pools the logits.
 
 Feature definition (defaults; the shipped artefact says which ``kind`` it uses)
 -----------------------------------------------------------------------------
@@ -58,9 +58,9 @@ import torch
 import torchaudio
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from soundsentry.cnn_transformer import CNNTransformer
 from soundsentry.constants import DEFAULT_DATA_DIR
 from soundsentry.errors import ModelLoadError
+from soundsentry.models.cnn_transformer import CNNTransformer
 
 ARTEFACT_FORMAT = "soundsentry.cnn_transformer/2"
 _SINGLE_NETWORK_FORMAT = "soundsentry.cnn_transformer/1"  # "state_dict" instead of "state_dicts"

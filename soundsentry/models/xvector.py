@@ -8,7 +8,7 @@ linear embedding (512). Here it is loaded from a local checkpoint directory (def
 it: the layout ``pyannote/embedding`` has on the hub; ``python -m scripts.entry export --model
 pyannote/embedding`` fills it), so nothing is downloaded at run time.
 
-Layers TKAN reads (:data:`~soundsentry.networks.XVECTOR`): ``sincnet`` (SincNet's output),
+Layers TKAN reads (:data:`~soundsentry.models.layers.XVECTOR`): ``sincnet`` (SincNet's output),
 ``tdnn1`` … ``tdnn5`` (each TDNN block's output, after its BatchNorm: what the next layer reads),
 ``embedding`` (the linear layer's output before normalisation; one frame).
 
@@ -16,7 +16,7 @@ Layers TKAN reads (:data:`~soundsentry.networks.XVECTOR`): ``sincnet`` (SincNet'
 of ``XVectorSincNet.forward`` and returns every layer's output. It is used instead of forward hooks
 because hooks would leave per-call state on a module that concurrent requests share; a test pins
 its embedding to pyannote's ``forward``. :class:`XVectorNetwork` runs it over audio (windows,
-batches, inference mode) and returns :class:`~soundsentry.networks.WindowActivations`;
+batches, inference mode) and returns :class:`~soundsentry.models.layers.WindowActivations`;
 :func:`load_xvector` reads a checkpoint directory. pyannote.audio is imported only there, with its
 telemetry switched off first.
 
@@ -37,15 +37,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from soundsentry.constants import SAMPLE_RATE
+from soundsentry.constants import CHECKOUT, SAMPLE_RATE
 from soundsentry.errors import ModelLoadError
 from soundsentry.hashing import file_sha256
-from soundsentry.networks import XVECTOR, WindowActivations, stack_layer_statistics, window_starts
+from soundsentry.models.layers import XVECTOR, WindowActivations, stack_layer_statistics, window_starts
 
 WINDOW_S = 3.0  # pyannote/embedding's model card embeds 3 s sliding windows
 CHECKPOINT_FILE = "pytorch_model.bin"  # what Model.from_pretrained(directory) reads
 HUB_ID = "pyannote/embedding"
-DEFAULT_XVECTOR_DIR = Path(__file__).resolve().parent.parent / "model" / "embedding"
+DEFAULT_XVECTOR_DIR = CHECKOUT / "model" / "embedding"
 TDNN_BLOCK = (nn.Conv1d, nn.LeakyReLU, nn.BatchNorm1d)
 
 

@@ -10,8 +10,8 @@ as three single-layer LSTMs carrying the same weights: every layer's activations
 
 Layers: the network is a plain ``nn.Module`` (:class:`ResemblyzerNet`); :class:`SpeakerNetwork`
 runs it (framing, batching, inference mode) and returns NumPy arrays. Its layer layout, and the
-other network TKAN can read (pyannote's x-vector, :mod:`soundsentry.xvector`), are declared in
-:mod:`soundsentry.networks`; the diarizer always uses this one.
+other network TKAN can read (pyannote's x-vector, :mod:`soundsentry.models.xvector`), are declared in
+:mod:`soundsentry.models.layers`; the diarizer always uses this one.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import nn
 from soundsentry.constants import SAMPLE_RATE
 from soundsentry.errors import ModelLoadError
 from soundsentry.hashing import file_sha256
-from soundsentry.networks import RESEMBLYZER, WindowActivations, stack_layer_statistics, window_starts
+from soundsentry.models.layers import RESEMBLYZER, WindowActivations, stack_layer_statistics, window_starts
 
 __all__ = ["LAYER_NAMES", "ResemblyzerNet", "SpeakerNetwork", "WindowActivations", "resemblyzer_weights_path"]
 

@@ -29,7 +29,7 @@ from pyannote.core import Annotation, Segment
 
 from soundsentry.constants import SAMPLE_RATE
 from soundsentry.errors import ModelLoadError
-from soundsentry.vad import SpeechRegion, VadConfig
+from soundsentry.speech.vad import SpeechRegion, VadConfig
 
 logger = logging.getLogger(__name__)
 

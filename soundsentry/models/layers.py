@@ -2,36 +2,32 @@
 
 Two backends:
 
-- ``resemblyzer-0.1.4`` (default, shipped): the Resemblyzer voice encoder, :mod:`soundsentry.encoder`;
+- ``resemblyzer-0.1.4`` (default, shipped): the Resemblyzer voice encoder, :mod:`soundsentry.models.resemblyzer`;
   its weights ship inside the ``resemblyzer`` wheel, pinned by the version in its name.
 - ``pyannote-xvector-sincnet`` (optional): pyannote's ``XVectorSincNet`` (SincNet, five TDNN layers,
   statistics pooling, embedding) from a local checkpoint directory such as ``model/embedding/``
-  (``pyannote/embedding``'s layout on the hub), :mod:`soundsentry.xvector`. Its weights are
+  (``pyannote/embedding``'s layout on the hub), :mod:`soundsentry.models.xvector`. Its weights are
   identified by the checkpoint's SHA-256.
 
 What a network's layers are (:class:`NetworkLayout`) is static, so a
-:class:`~soundsentry.tkan.FeatureSpec` is validated without loading anything; the networks
-themselves are loaded by :func:`load_tkan_network`. Both return :class:`WindowActivations`.
+:class:`~soundsentry.models.tkan.FeatureSpec` is validated without loading anything; the networks
+themselves are loaded by :func:`soundsentry.models.speaker.load_tkan_network`. Both return :class:`WindowActivations`.
 
 Usage
 -----
 >>> network_layout("pyannote-xvector-sincnet").width("tdnn5")
 1500
->>> network = load_tkan_network("xvector", xvector_dir=Path("model/embedding"))
+>>> network = speaker.load_tkan_network("xvector", xvector_dir=Path("model/embedding"))
 >>> activations = network.analyse(samples, hop_s=1.6)   # (window, layer, width) statistics
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-
-if TYPE_CHECKING:
-    from soundsentry.encoder import SpeakerNetwork
 
 
 @dataclass(frozen=True)
@@ -179,30 +175,3 @@ def stack_layer_statistics(activations: list[torch.Tensor], width: int) -> tuple
         mean[:, index, : layer.shape[2]] = layer.mean(dim=1).numpy()
         std[:, index, : layer.shape[2]] = layer.std(dim=1, correction=0).numpy()
     return mean, std
-
-
-def load_tkan_network(
-    name: str, *, xvector_dir: Path | None = None, resemblyzer: SpeakerNetwork | None = None
-) -> TkanNetwork:
-    """Load the speaker network ``name`` (full name or alias) for TKAN.
-
-    Parameters
-    ----------
-    xvector_dir
-        Directory holding the x-vector's ``pytorch_model.bin`` (default ``model/embedding``).
-    resemblyzer
-        An already loaded Resemblyzer network to reuse (the detector shares it with the diarizer).
-
-    Raises
-    ------
-    ModelLoadError
-        The network's weights are missing or do not load; the message says what to put where.
-    """
-    full = resolve_network_name(name)
-    if full == RESEMBLYZER.name:
-        from soundsentry.encoder import SpeakerNetwork
-
-        return resemblyzer if resemblyzer is not None else SpeakerNetwork()
-    from soundsentry.xvector import DEFAULT_XVECTOR_DIR, load_xvector
-
-    return load_xvector(xvector_dir or DEFAULT_XVECTOR_DIR)

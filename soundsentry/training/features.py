@@ -12,44 +12,19 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from soundsentry.encoder import SAMPLE_RATE
-from soundsentry.networks import TkanNetwork
-from soundsentry.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
-from soundsentry.tkan import FeatureSpec, tkan_features
-from soundsentry.vad import SileroVad
+from soundsentry.models.layers import TkanNetwork
+from soundsentry.models.resemblyzer import SAMPLE_RATE
+from soundsentry.models.tkan import FeatureSpec, segment_features
+from soundsentry.speech.segments import crop_samples, speech_segments
+from soundsentry.speech.vad import SileroVad
 
 
 def augment_for_training(samples: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """A random label-independent chain (codec, noise, reverb, RawBoost...); returns (audio, name)."""
-    from soundsentry.augment import apply_augmentation, random_augmentation
+    from soundsentry.training.augment import apply_augmentation, random_augmentation
 
     chain = random_augmentation(rng)
     return apply_augmentation(samples, chain, rng), chain.describe()
-
-
-def crop_samples(samples: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
-    return samples[int(round(start_s * SAMPLE_RATE)) : int(round(end_s * SAMPLE_RATE))]
-
-
-def segment_features(
-    network: TkanNetwork, spec: FeatureSpec, samples: np.ndarray, segments: list[ScoringSegment]
-) -> np.ndarray:
-    """(segment, spec.dimension) TKAN features, one row per scoring segment.
-
-    ``network`` must be the one ``spec.network`` names (:func:`~soundsentry.networks.load_tkan_network`).
-    """
-    rows = [
-        tkan_features(network.analyse(crop_samples(samples, s.start, s.end), hop_s=spec.hop_s), spec)
-        for s in segments
-    ]
-    return np.stack(rows) if rows else np.zeros((0, spec.dimension), dtype=np.float32)
-
-
-def speech_segments(
-    vad: SileroVad, samples: np.ndarray, config: SegmentConfig = SegmentConfig()
-) -> list[ScoringSegment]:
-    """Scoring segments of a single-speaker recording (the no-diarization path)."""
-    return scoring_segments(single_speaker_annotation(vad(samples)), config)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The CNN-Transformer scorer network (AntiFoley's architecture, trained here for speech).
 
 A plain :class:`torch.nn.Module` with no I/O: the spectrogram front-end, windowing, pooling and the
-artefact on disk live in :mod:`soundsentry.spectral`.
+artefact on disk live in :mod:`soundsentry.models.spectral`.
 
     (batch, band, frame) ─► 3 × [conv 3×3 ─ BN ─ ReLU ─ max-pool 2×2] ─► flatten band into channel
     ─► linear to d_model ─► + sinusoidal positions ─► Transformer encoder ─► mean over time ─► head ─► logit

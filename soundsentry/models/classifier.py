@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from soundsentry.errors import ModelLoadError
-from soundsentry.tkan import FeatureSpec
+from soundsentry.models.tkan import FeatureSpec
 
 SCALER_FILE = "feature_scaler.pkl"
 MODEL_FILE = "trained_model.pth"

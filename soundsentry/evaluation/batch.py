@@ -4,7 +4,7 @@ Scores are the reports' ``mean_probability`` (P(fake)); decisions are their ``ov
 so the confusion matrix is what a user of the API would have seen. Files answered "No Speech" or
 rejected are counted apart and left out of the metrics. The pooled EER comes with a 95 % interval
 from a bootstrap over files, and each scorer alone with the paired difference to the served score
-(:func:`soundsentry.metrics.bootstrap_eer`), so that two designs can be told apart from noise.
+(:func:`soundsentry.evaluation.metrics.bootstrap_eer`), so that two designs can be told apart from noise.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from soundsentry.audio import SAMPLE_RATE, decode_audio, encode_audio
 from soundsentry.datasets import AudioItem
 from soundsentry.detector import Detector
 from soundsentry.errors import SoundSentryError
+from soundsentry.evaluation.metrics import binary_report, bootstrap_eer, compute_eer, min_dcf
 from soundsentry.fusion import MEMBERS
-from soundsentry.metrics import binary_report, bootstrap_eer, compute_eer, min_dcf
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from soundsentry.classifier import MLPClassifierTorch
-from soundsentry.metrics import binary_report, eer_from_labels
+from soundsentry.evaluation.metrics import binary_report, eer_from_labels
+from soundsentry.models.classifier import MLPClassifierTorch
+from soundsentry.models.tkan import FeatureSpec
 from soundsentry.rollup import CATEGORIES, duration_category
-from soundsentry.tkan import FeatureSpec
 
 
 @dataclass

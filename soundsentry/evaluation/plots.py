@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from soundsentry.metrics import compute_det_curve, compute_eer
+from soundsentry.evaluation.metrics import compute_det_curve, compute_eer
 
 MAX_GROUP_CURVES = 12
 DET_TICKS = (0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99, 0.999)
