@@ -17,6 +17,7 @@ import torch
 from soundsentry.audio import decode_file
 from soundsentry.constants import SAMPLE_RATE
 from soundsentry.errors import ModelLoadError
+from soundsentry.evaluation.metrics import eer
 from soundsentry.models.cnn_transformer import (
     CNN_TRANSFORMER_DEFAULTS,
     ONE_CLASS_FAKE_MARGIN,
@@ -231,7 +232,7 @@ def test_smoke_training_decreases_the_loss(real_and_fake) -> None:
                           (None, 0, 0.0, "one_class")],
                          ids=["whole-file", "span-masked", "weight-average", "one-class"])
 def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake, span, masks, ema, head) -> None:
-    from soundsentry.training.train_cnn_transformer import SpectrogramSet, TrainConfig, eer_of, heldout_scores, train
+    from soundsentry.training.train_cnn_transformer import SpectrogramSet, TrainConfig, heldout_scores, train
 
     reals, fakes = real_and_fake
     features = SpectralFeatures(kind="mel")
@@ -249,7 +250,7 @@ def test_training_loop_of_the_script_runs_and_keeps_the_best_epoch(real_and_fake
     assert best == min(h["heldout_eer"] for h in summary["history"])
     assert not model.training
     # what is returned is what that epoch checked (with --ema: the averaged weights, not the last step's)
-    assert eer_of(held.labels, heldout_scores(model, held, features.n_frames, config.heldout_max_windows)) == best
+    assert eer(held.labels, heldout_scores(model, held, features.n_frames, config.heldout_max_windows)) == best
 
 
 def test_span_windows_are_normalised_over_their_span_like_a_chunk_at_run_time(speech: np.ndarray) -> None:

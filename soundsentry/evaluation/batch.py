@@ -20,7 +20,7 @@ from soundsentry.audio import SAMPLE_RATE, decode_audio, encode_audio
 from soundsentry.datasets import AudioItem
 from soundsentry.detector import Detector
 from soundsentry.errors import SoundSentryError
-from soundsentry.evaluation.metrics import binary_report, bootstrap_eer, compute_eer, min_dcf
+from soundsentry.evaluation.metrics import binary_report, bootstrap_eer, min_dcf, per_group
 from soundsentry.fusion import MEMBERS
 
 log = logging.getLogger(__name__)
@@ -112,19 +112,6 @@ def _failed(item: AudioItem, error: Exception) -> Prediction:
     return Prediction(item, "error", error=message)
 
 
-def _group_metric(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, metric: Callable[..., float],
-                  within: bool = False) -> dict[str, float]:
-    """``metric(fake_scores, real_scores)`` of each named group's fakes against all reals (the devset
-    README's pooling), or with ``within`` against that group's own reals (groups having both)."""
-    result = {}
-    for group in sorted(set(groups[labels == 1]) - {""}):
-        fake = (groups == group) & (labels == 1)
-        real = (labels == 0) & (groups == group) if within else labels == 0
-        if real.any() and fake.any():
-            result[str(group)] = float(metric(scores[fake], scores[real]))
-    return result
-
-
 def _fakes_and_all_reals(labels: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray]:
     """For each named group that has fakes, the mask of its fakes and every real (the devset README's pooling)."""
     return {str(group): (labels == 0) | (groups == group) for group in sorted(set(groups[labels == 1]) - {""})}
@@ -134,10 +121,6 @@ def _source_intervals(labels: np.ndarray, scores: np.ndarray, sources: np.ndarra
     """The 95 % bootstrap interval of each named source's EER (its fakes against all reals)."""
     return {source: bootstrap_eer(labels[keep], scores[keep], files[keep])["interval"]
             for source, keep in _fakes_and_all_reals(labels, sources).items()}
-
-
-def _eer(fake_scores: np.ndarray, real_scores: np.ndarray) -> float:
-    return compute_eer(fake_scores, real_scores)[0]
 
 
 def scored_arrays(predictions: list[Prediction]) -> dict[str, np.ndarray]:
@@ -198,10 +181,10 @@ def summarise(predictions: list[Prediction], thresholds: dict[str, float]) -> di
         for key in ("eer", "eer_threshold", "roc_auc", "min_dcf", "ece"):
             summary[key] = by_score[key]
         for name, groups in (("source", arrays["sources"]), ("system", arrays["systems"])):
-            summary[f"per_{name}_eer"] = _group_metric(labels, scores, groups, _eer)
-            summary[f"per_{name}_min_dcf"] = _group_metric(labels, scores, groups, min_dcf)
+            summary[f"per_{name}_eer"] = per_group(labels, scores, groups)
+            summary[f"per_{name}_min_dcf"] = per_group(labels, scores, groups, min_dcf)
         summary["per_source_eer_interval"] = _source_intervals(labels, scores, arrays["sources"], files)
-        summary["per_source_eer_within_source"] = _group_metric(labels, scores, arrays["sources"], _eer, within=True)
+        summary["per_source_eer_within_source"] = per_group(labels, scores, arrays["sources"], within=True)
         members = _member_scores(scored)
         bootstrap = bootstrap_eer(labels, scores, files, paired=members)
         summary["eer_interval"] = bootstrap["interval"]

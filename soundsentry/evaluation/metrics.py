@@ -6,6 +6,8 @@ names: ``fake_scores`` are the scores of spoofed trials, ``real_scores`` of bona
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -33,9 +35,33 @@ def compute_eer(fake_scores: np.ndarray, real_scores: np.ndarray) -> tuple[float
 
 
 def eer_from_labels(labels: np.ndarray, fake_scores: np.ndarray) -> tuple[float, float]:
+    """EER and its threshold of labelled scores (1 = fake)."""
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(fake_scores)
     return compute_eer(scores[labels], scores[~labels])
+
+
+def eer(labels: np.ndarray, fake_scores: np.ndarray) -> float:
+    """The EER of labelled scores (1 = fake): the one every report, trainer and evaluation quotes."""
+    return eer_from_labels(labels, fake_scores)[0]
+
+
+def _eer_of(fake_scores: np.ndarray, real_scores: np.ndarray) -> float:
+    return compute_eer(fake_scores, real_scores)[0]
+
+
+def per_group(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray,
+              metric: Callable[[np.ndarray, np.ndarray], float] = _eer_of, *, within: bool = False) -> dict[str, float]:
+    """``metric(fake_scores, real_scores)`` (default the EER) of each named group's fakes against all reals
+    (the devset README's pooling), or with ``within`` against that group's own reals (groups having both)."""
+    labels, scores, groups = np.asarray(labels), np.asarray(scores), np.asarray(groups)
+    result = {}
+    for group in sorted(set(groups[labels == 1]) - {""}):
+        fake = (groups == group) & (labels == 1)
+        real = (labels == 0) & (groups == group) if within else labels == 0
+        if real.any() and fake.any():
+            result[str(group)] = float(metric(scores[fake], scores[real]))
+    return result
 
 
 def min_dcf(fake_scores: np.ndarray, real_scores: np.ndarray, p_fake: float = 0.05,

@@ -73,7 +73,7 @@ from soundsentry.audio import decode_file
 from soundsentry.constants import CHECKOUT
 from soundsentry.datasets import AudioItem, load_items
 from soundsentry.errors import InputError
-from soundsentry.evaluation.metrics import compute_eer
+from soundsentry.evaluation.metrics import eer, per_group
 from soundsentry.models.cnn_transformer import CNN_TRANSFORMER_DEFAULTS, HEADS, CNNTransformer, loss_for
 from soundsentry.models.spectral import (
     FEATURE_KINDS,
@@ -383,10 +383,6 @@ def heldout_scores(model: CNNTransformer, data: SpectrogramSet, n_frames: int, m
     return torch.stack([c.mean() for c in torch.split(logits, counts)]).numpy()
 
 
-def eer_of(labels: np.ndarray, scores: np.ndarray) -> float:
-    return compute_eer(scores[labels == 1], scores[labels == 0])[0]
-
-
 def train(config: TrainConfig, features: SpectralFeatures, train_set: SpectrogramSet, held_set: SpectrogramSet,
           ) -> tuple[CNNTransformer, dict[str, Any]]:
     """Train; return the best epoch's model (by held-out EER) and the history."""
@@ -433,7 +429,7 @@ def train(config: TrainConfig, features: SpectralFeatures, train_set: Spectrogra
         checked.eval()
         logits = heldout_scores(checked, held_set, features.n_frames, config.heldout_max_windows)
         held_loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(held_set.labels.astype(np.float32))))
-        held_eer = eer_of(held_set.labels, logits)
+        held_eer = eer(held_set.labels, logits)
         criterion = held_eer + SELECTION_LOSS_WEIGHT * held_loss  # EER first, the loss breaks ties
         plateau.step(criterion)
         record = {
@@ -468,19 +464,11 @@ def heldout_report(model: CNNTransformer, items: Sequence[AudioItem], held_set: 
     labels = held_set.labels
     systems = np.array([items[i].system for i in held_set.item_index])
     sources = np.array([items[i].source for i in held_set.item_index])
-    real = labels == 0
-    per_system = {str(s): compute_eer(logits[(systems == s) & ~real], logits[real])[0]
-                  for s in sorted(set(systems[~real]))}
-    per_source = {}
-    for source in sorted(set(sources)):
-        mask = sources == source
-        if 0 < labels[mask].sum() < mask.sum():
-            per_source[str(source)] = eer_of(labels[mask], logits[mask])
     return {
-        "eer": eer_of(labels, logits),
+        "eer": eer(labels, logits),
         "file_variants": int(len(labels)), "fake_file_variants": int(labels.sum()),
-        "per_system_eer_vs_all_reals": per_system,
-        "per_source_eer_within_source": per_source,
+        "per_system_eer_vs_all_reals": per_group(labels, logits, systems),
+        "per_source_eer_within_source": per_group(labels, logits, sources, within=True),
         "scoring": f"whole file variant, mean logit of at most {config.heldout_max_windows} windows",
     }
 
@@ -504,15 +492,9 @@ def evaluate_devset(scorer: SpectralScorer, manifest: Path) -> dict[str, Any]:
         sources.append(item.source)
     scores_a, labels_a, sources_a = np.array(scores), np.array(labels), np.array(sources)
     real = labels_a == 0
-    report: dict[str, Any] = {"files": len(scores), "skipped": skipped, "pooled_eer": eer_of(labels_a, scores_a)}
-    report["per_source_eer"] = {
-        str(s): compute_eer(scores_a[(sources_a == s) & ~real], scores_a[real])[0]
-        for s in sorted(set(sources_a[~real]))
-    }
-    report["per_source_eer_within_source"] = {
-        str(s): eer_of(labels_a[sources_a == s], scores_a[sources_a == s])
-        for s in sorted(set(sources_a)) if 0 < labels_a[sources_a == s].sum() < (sources_a == s).sum()
-    }
+    report: dict[str, Any] = {"files": len(scores), "skipped": skipped, "pooled_eer": eer(labels_a, scores_a),
+                              "per_source_eer": per_group(labels_a, scores_a, sources_a),
+                              "per_source_eer_within_source": per_group(labels_a, scores_a, sources_a, within=True)}
     report["mean_score"] = {"real": float(scores_a[real].mean()), "fake": float(scores_a[~real].mean())}
     return report
 
