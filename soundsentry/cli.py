@@ -1,12 +1,13 @@
-"""The ``soundsentry`` command: ``soundsentry serve | predict | evaluate`` (``soundsentry COMMAND --help``).
+"""The ``soundsentry`` command: ``soundsentry serve | predict | evaluate | train`` (``soundsentry COMMAND --help``).
 
 - ``serve``: the API with the launcher's connection limits (:mod:`api.server`; same options);
 - ``predict FILE...``: one line per file (verdict, P(fake), speakers), or the JSON report with ``--json``;
   exit status 1 when any file was rejected;
-- ``evaluate --test-dir DIR``: the batch evaluator (predictions.csv, metrics.json, plots).
+- ``evaluate --test-dir DIR``: the batch evaluator (predictions.csv, metrics.json, plots);
+- ``train RECIPE...``: training recipes (``configs/*.toml``, :mod:`soundsentry.training.recipes`).
 
-Training and the benchmark run from a checkout (``make train``, ``python -m scripts.benchmark``): they
-need the corpus and tools an installed service does not carry.
+The benchmark and load test run from a checkout (``python -m scripts.benchmark``): they start the
+service from its sources.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ score), the figures of ``soundsentry.evaluation.plots`` beside them, and prints 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"serve": serve_main, "predict": predict_main, "evaluate": evaluate_main}
+    commands = {"serve": serve_main, "predict": predict_main, "evaluate": evaluate_main, "train": train_main}
     if not argv or argv[0] not in commands:
         sys.stderr.write(__doc__.split("\n\n")[0] + "\n" if argv and argv[0] in ("-h", "--help")
                          else f"usage: soundsentry {{{','.join(commands)}}} [options]\n")
@@ -185,6 +186,11 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def train_main(argv: list[str] | None = None) -> int:
+    """``soundsentry train RECIPE... [--shared DIR] [--dry-run]``: :func:`soundsentry.training.recipes.main`."""
+    from soundsentry.training.recipes import main as train
+
+    return train(argv)
 
 
 if __name__ == "__main__":

@@ -257,6 +257,12 @@ def test_train_resume_then_make_spoofs(tiny_corpus: Path, tmp_path: Path) -> Non
     assert first["step"] == 2 and len(first["history"]) == 1 and "val_lsd_db" in first["history"][0]
     assert train_vocoder.main([*common, "--steps", "3"]) == 0  # resumes
     assert train_vocoder.load_checkpoint(checkpoint)["step"] == 3
+    fine_tuned = tmp_path / "vocoders" / "melgan_gan.pt"  # a new run continuing that one, the original kept
+    rest = [a if a != str(checkpoint) else str(fine_tuned) for a in common]
+    assert train_vocoder.main([*rest, "--steps", "4", "--gan-start-step", "3", "--start-from", str(checkpoint)]) == 0
+    assert train_vocoder.load_checkpoint(fine_tuned)["step"] == 4
+    assert "discriminator" in train_vocoder.load_checkpoint(fine_tuned)["history"][-1]
+    assert train_vocoder.load_checkpoint(checkpoint)["step"] == 3
 
     spoofs = tmp_path / "spoofs"
     arguments = ["--vocoder", str(checkpoint), "--corpus", str(tiny_corpus), "--output-dir", str(spoofs)]

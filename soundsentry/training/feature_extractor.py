@@ -69,7 +69,8 @@ def feature_spec(spec_path: Path | None, network: str | None) -> FeatureSpec:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, action="append", required=True, help="manifest or folder; repeatable")
+    parser.add_argument("--data", type=Path, nargs="+", action="extend", required=True,
+                        help="manifests or folders; repeatable")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--spec", type=Path, help="FeatureSpec as JSON (default: all layers of --network, k=32)")
     parser.add_argument("--network", choices=[*ALIASES, *LAYOUTS],

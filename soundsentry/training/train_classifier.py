@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--features", type=Path, default=Path("cache/features/train"))
     parser.add_argument("--output-dir", "--output", dest="output", type=Path, default=None,
                         help="where the artefacts go (default: data/, or model/tkan-<network> for another network)")
-    parser.add_argument("--eval-features", type=Path, action="append", default=[], help="validation rows to score")
+    parser.add_argument("--eval-features", type=Path, nargs="+", action="extend", default=[],
+                        help="validation rows to score")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--balance", choices=["weights", "oversample"], default="weights")
     parser.add_argument("--hidden", type=int, default=128)

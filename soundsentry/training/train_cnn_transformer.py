@@ -549,7 +549,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ema", type=float, default=TrainConfig.ema_decay, metavar="DECAY",
                         help="check and save an exponential moving average of the weights with this decay per "
                              "step (e.g. 0.997; default 0: off)")
-    parser.add_argument("--data", type=Path, action="append", help="training manifest or folder; repeatable "
+    parser.add_argument("--data", type=Path, nargs="+", action="extend", help="training manifest or folder; repeatable "
                         "(default: ../shared/corpus/manifest.csv and cache/spoofs/manifest.csv)")
     parser.add_argument("--output", type=Path, default=ROOT / "data" / "cnn_transformer.pt",
                         help="artefact path; metadata goes beside it as .json (default data/cnn_transformer.pt)")

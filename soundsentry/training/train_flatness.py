@@ -36,7 +36,6 @@ ROOT = CHECKOUT
 log = logging.getLogger("train_flatness")
 
 
-
 def file_rows(
     items: Sequence[Any], features: FlatnessFeatures = FlatnessFeatures(), *, augmented_variants: int = 0,
     crops_s: Sequence[float] = (), seed: int = 0, progress=lambda x: x,
@@ -83,10 +82,9 @@ def fit_flatness_model(rows: np.ndarray, labels: np.ndarray, c: float = 1.0) -> 
         rows, labels)
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, action="append", help="manifests or folders; repeatable")
+    parser.add_argument("--data", type=Path, nargs="+", action="extend", help="manifests or folders; repeatable")
     parser.add_argument("--output", type=Path, default=ROOT / "data")
     parser.add_argument("--augmented-variants", type=int, default=0,
                         help="augmented copies of each file (default 0: on the devset, copies through codecs, noise "
@@ -96,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     parser.add_argument("--folds", type=int, default=5, help="speaker-disjoint CV folds (at most one per speaker)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
     locations = args.data or [ROOT / "cache" / "spoofs_band" / "manifest.csv"]
     items = [item for location in locations for item in load_items(location)]
     features = FlatnessFeatures()

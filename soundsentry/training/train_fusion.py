@@ -86,7 +86,7 @@ WEIGHTINGS = ("heldout", "equal", "calibration-fakes")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, action="append", required=True,
+    parser.add_argument("--data", type=Path, nargs="+", action="extend", required=True,
                         help="the CNN-Transformer's training manifest(s) or folder(s); repeatable")
     parser.add_argument("--tkan-features", type=Path, default=ROOT / "cache" / "features" / "train",
                         help="the rows the shipped TKAN classifier was trained on")
@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="pyannote x-vector checkpoint, when the TKAN artefacts read it (default model/embedding)")
     parser.add_argument("--unseen-generators", action="store_true",
                         help="calibrate on generators the member did not train on (one refit per fake family)")
-    parser.add_argument("--calibration-fakes", type=Path, action="append",
+    parser.add_argument("--calibration-fakes", type=Path, nargs="+", action="extend",
                         help="manifest(s) or folder(s) whose fakes come from generators no member trained on "
                              "(e.g. ../shared/corpus: its ALGAN-VC fakes); Platt and thresholds are fitted on them "
                              "against the held-out reals; repeatable")

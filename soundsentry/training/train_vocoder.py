@@ -2,7 +2,7 @@
 
     python -m scripts.train_vocoder --family hifigan --max-minutes 18 --steps 100000 \\
         --output cache/vocoders/hifigan.pt [--corpus ../shared/corpus] [--batch-size 2] [--lr 1e-3]
-        [--gan-start-step N] [--save-every-minutes 5] [--restart]
+        [--gan-start-step N] [--start-from CHECKPOINT] [--save-every-minutes 5] [--restart]
 
 The vocoder is trained to copy-synthesise real speech (waveform → mel → waveform) so that
 ``scripts/make_neural_spoofs.py`` can turn every real LibriSpeech utterance into a fake with the same
@@ -25,7 +25,9 @@ vocoder_payload` (``format``, ``config``, ``generator``) plus ``step``, ``traini
 discriminator state, for resuming), ``history`` and ``metadata``; beside it ``<output>.json`` with the
 config, the last losses and validation figures. Saved every ``--save-every-minutes`` and at the end,
 atomically. An existing ``--output`` is resumed (``--steps`` is the total to reach) unless
-``--restart``. ``--max-minutes`` bounds this invocation's wall clock, the final save included.
+``--restart``; ``--start-from CHECKPOINT`` starts a new ``--output`` from another run (the
+adversarial fine-tuning of a reconstruction-only vocoder). ``--max-minutes`` bounds this
+invocation's wall clock, the final save included.
 
 Run it niced and single-threaded on shared machines (``--threads 1`` is the default):
 ``OMP_NUM_THREADS=1 nice -n 19 python -m scripts.train_vocoder ...``.
@@ -170,6 +172,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--restart", action="store_true", help="ignore an existing --output and start afresh")
+    parser.add_argument("--start-from", type=Path, default=None,
+                        help="when --output does not exist yet, continue this checkpoint's training into it (the "
+                             "adversarial fine-tuning starts from the reconstruction-only vocoder)")
     args = parser.parse_args(argv)
     if args.max_minutes <= 0 or args.batch_size < 1 or args.segment_s <= 0:
         parser.error("--max-minutes, --batch-size and --segment-s must be positive")
@@ -305,9 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
 
     trainer = Trainer(args)
-    if args.output.is_file() and not args.restart:
-        trainer.resume(load_checkpoint(args.output))
-        log.info("resumed %s at step %d (%.1f min trained before)", args.output, trainer.step,
+    start = args.output if args.output.is_file() else args.start_from
+    if start is not None and not args.restart:
+        trainer.resume(load_checkpoint(start))
+        log.info("resumed %s at step %d (%.1f min trained before)", start, trainer.step,
                  trainer.train_seconds / 60)
     files = read_sources(args.corpus)
     train_files, val_files = split_speakers(files, args.val_speakers, args.seed)
