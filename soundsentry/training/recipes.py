@@ -82,10 +82,10 @@ class Recipe:
 
     def output_dir(self, shared: str | Path = "../shared") -> Path | None:
         """The directory the step writes to (``output_dir``, or ``output``: a directory, or a file's folder)."""
-        value = self.args.get("output_dir", self.args.get("output"))
-        if not isinstance(value, str):
+        key = "output_dir" if "output_dir" in self.args else "output"
+        if not isinstance(self.args.get(key), str):
             return None
-        path = Path(value.replace("{shared}", str(shared)))
+        path = Path(self._text(key, self.args[key], shared))
         return path.parent if path.suffix else path
 
 

@@ -228,9 +228,9 @@ class Trainer:
         self.train_seconds = 0.0  # summed over invocations
         self.history: list[dict[str, float]] = []
 
-    def resume(self, payload: dict[str, Any]) -> None:
+    def resume(self, payload: dict[str, Any], path: Path) -> None:
         if payload["config"]["family"] != self.args.family:
-            raise SystemExit(f"{self.args.output} holds a {payload['config']['family']} vocoder, not "
+            raise SystemExit(f"{path} holds a {payload['config']['family']} vocoder, not "
                              f"{self.args.family}; pass another --output or --restart")
         self.vocoder = vocoder_from_payload(payload).train()
         self.config = self.vocoder.config
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(args)
     start = args.output if args.output.is_file() else args.start_from
     if start is not None and not args.restart:
-        trainer.resume(load_checkpoint(start))
+        trainer.resume(load_checkpoint(start), start)
         log.info("resumed %s at step %d (%.1f min trained before)", start, trainer.step,
                  trainer.train_seconds / 60)
     files = read_sources(args.corpus)
