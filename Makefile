@@ -42,7 +42,7 @@ evaluate: setup
 	$(PYTHON) -m scripts.run_test --test-dir $(SHARED)/devset --output-dir results/devset
 	$(PYTHON) -m scripts.run_test --test-dir $(SHARED)/devset --output-dir results/devset_webm --browser-chunks
 	$(PYTHON) -m scripts.model_card --devset-metrics results/devset/metrics.json \
-	  --browser-metrics results/devset_webm/metrics.json --notes data/NOTES.md
+	  --browser-metrics results/devset_webm/metrics.json
 
 clean:
 	find . -path ./.venv -prune -o -path ./.git -prune -o \

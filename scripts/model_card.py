@@ -6,8 +6,8 @@
 The CNN-Transformer (``data/cnn_transformer.json``) and fusion (``data/fusion.json``) sections are
 added when those artefacts are there.
 
-The figures in the card are copied from those JSON files, never typed by hand. ``--notes FILE``
-appends a hand-written section (what was tried, what did not help).
+The figures in the card are copied from those JSON files, never typed by hand. What was tried and
+what did not help is the research log, ``data/NOTES.md``: the card links to it rather than copying it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ def devset_section(title: str, metrics: dict) -> list[str]:
              f"| min DCF | {metrics.get('min_dcf', float('nan')):.3f} |",
              f"| ECE | {metrics.get('ece', float('nan')):.3f} |",
              f"| accuracy of the verdicts | {pct(metrics.get('accuracy'))} |"]
+    if metrics.get("confusion_matrix"):
+        (true_real, false_fake), (missed, caught) = metrics["confusion_matrix"]
+        lines.append(f"| reals called Fake / fakes called Fake by the verdicts | "
+                     f"{pct(false_fake / max(true_real + false_fake, 1))} / {pct(caught / max(missed + caught, 1))} |")
     intervals = metrics.get("per_source_eer_interval", {})
     for source, eer in metrics.get("per_source_eer", {}).items():
         lines.append(f"| EER, {source} fakes vs all reals | {pct(eer)}{interval(intervals.get(source))} |")
@@ -129,12 +133,32 @@ def fusion_section(path: Path) -> list[str]:
     return lines
 
 
+PROVENANCE = [
+    "## Training data, generators and licences", "",
+    "- Reals: `../shared/corpus` — **LibriSpeech** (Panayotov et al., 2015; CC BY 4.0) and the reals of the "
+    "**ALGAN-VC** generated-audio samples (SandyPanda-MLDL; MIT).",
+    "- Fakes: the corpus's ALGAN-VC / CycleGAN voice-conversion samples (MIT), and fakes made here from the "
+    "LibriSpeech reals by code in this repository: Griffin-Lim (torchaudio, BSD-2), WORLD (pyworld, MIT), LPC "
+    "re-synthesis, and two small HiFi-GAN- and MelGAN-style vocoders trained here from scratch on those reals "
+    "(`soundsentry/training/vocoders.py`); the upper-band splices of `make_band_spoofs`. No third-party voice "
+    "or pretrained generator is used.",
+    "- Pretrained networks read, not trained: Silero VAD (MIT) and the Resemblyzer voice encoder (Apache 2.0), "
+    "both from their PyPI wheels.",
+    "- Each artefact's metadata records the command, data and versions that made it; `configs/*.toml` hold "
+    "those commands as recipes (`make train`), and `soundsentry train` copies each recipe beside the artefact "
+    "it makes, under `recipes/`.", "",
+    "## What was tried", "",
+    "Every design decision behind these artefacts, with the figures that chose it and the ones that did not "
+    "help, is in the research log [`data/NOTES.md`](NOTES.md) (numbered items; the devset chose between designs, "
+    "so the chosen design's devset figures above are somewhat optimistic).", "",
+]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--training-report", type=Path, default=Path("data/training_report.json"))
     parser.add_argument("--devset-metrics", type=Path, required=True)
     parser.add_argument("--browser-metrics", type=Path)
-    parser.add_argument("--notes", type=Path)
     parser.add_argument("--cnn", type=Path, default=Path("data/cnn_transformer.json"))
     parser.add_argument("--fusion", type=Path, default=Path("data/fusion.json"))
     parser.add_argument("--flatness", type=Path, default=Path("data/flatness.joblib"))
@@ -151,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         "of the 4-8 kHz band, logistic regression. The fusion (`data/fusion.json`) turns the members it "
         "names into one calibrated P(fake) and sets the thresholds; members it gives no weight are not "
         "computed (without it, TKAN scores alone). Which members the shipped fusion uses, and why: the "
-        "fusion section and the notes at the end.", "",
+        "fusion section below and the research log, `data/NOTES.md`.", "",
         "## TKAN classifier: how it was trained", "",
         f"- TKAN features: `{json.dumps(data.get('feature_spec'))}`; "
         f"extraction recipe: `{json.dumps(data['recipe'])}`.",
@@ -186,13 +210,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.fusion.is_file():
         lines += fusion_section(args.fusion)
     lines += ["## Generalisation: ../shared/devset (never trained or fitted on)", "",
-              "Scored through the served path (`python -m scripts.run_test --test-dir ../shared/devset`).", ""]
+              "Scored through the served path (`soundsentry evaluate --test-dir ../shared/devset`, "
+              "`--browser-chunks` for the extension's condition; `make evaluate`). Intervals: 95 %, bootstrap over files.", ""]
     lines += devset_section("Whole files", json.loads(args.devset_metrics.read_text()))
     if args.browser_metrics:
         lines += devset_section("Browser condition: 4 s WEBM/Opus 32 kb/s chunks",
                                 json.loads(args.browser_metrics.read_text()))
-    if args.notes:
-        lines += ["## Notes", "", args.notes.read_text().strip(), ""]
+    lines += PROVENANCE
     args.output.write_text("\n".join(lines) + "\n")
 
 
