@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         lines += fusion_section(args.fusion)
     lines += ["## Generalisation: ../shared/devset (never trained or fitted on)", "",
               "Scored through the served path (`soundsentry evaluate --test-dir ../shared/devset`, "
-              "`--browser-chunks` for the extension's condition; `make evaluate`). Intervals: 95 %, bootstrap over files.", ""]
+              "`--browser-chunks` for the extension's condition; `make evaluate`). "
+              "Intervals: 95 %, bootstrap over files.", ""]
     lines += devset_section("Whole files", json.loads(args.devset_metrics.read_text()))
     if args.browser_metrics:
         lines += devset_section("Browser condition: 4 s WEBM/Opus 32 kb/s chunks",
