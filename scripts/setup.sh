@@ -2,7 +2,8 @@
 # Sound Sentry setup: system tools + .venv with pinned Python dependencies.
 #
 #   bash scripts/setup.sh          runtime (ffmpeg, requirements.txt, resemblyzer)
-#   bash scripts/setup.sh --dev    also espeak-ng and requirements-dev.txt (tests)
+#   bash scripts/setup.sh --dev    also espeak-ng, the generator zoo (Debian packages and
+#                                  requirements-zoo.txt) and requirements-dev.txt: tests, training
 #
 # Idempotent: pip only runs when the requirement files changed since the last
 # successful install (a hash is kept in .venv/.setup-stamp-<mode>), so a repeated
@@ -16,13 +17,13 @@ MODE=runtime
 case "${1:-}" in
   "") ;;
   --dev) MODE=dev ;;
-  -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
   *) echo "usage: $0 [--dev]" >&2; exit 2 ;;
 esac
 
 VENV=.venv
 REQ_FILES=(requirements.txt requirements-nodeps.txt pyproject.toml)
-[[ $MODE == dev ]] && REQ_FILES+=(requirements-dev.txt)
+[[ $MODE == dev ]] && REQ_FILES+=(requirements-dev.txt requirements-zoo.txt)
 log() { echo "[setup] $*"; }
 die() { echo "[setup] ERROR: $*" >&2; exit 1; }
 
@@ -30,6 +31,13 @@ die() { echo "[setup] ERROR: $*" >&2; exit 1; }
 pkgs=()
 command -v ffmpeg >/dev/null || pkgs+=(ffmpeg)
 [[ $MODE == dev ]] && ! command -v espeak-ng >/dev/null && pkgs+=(espeak-ng)
+# the generator zoo's Debian generators and texts (soundsentry/training/zoo.py): tests and make train
+ZOO_DEBS=(flite festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k codec2 libcodec2-1.0 wordnet-base)
+if [[ $MODE == dev ]]; then
+  for deb in "${ZOO_DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed" || pkgs+=("$deb")
+  done
+fi
 if ((${#pkgs[@]})); then
   if [[ $(id -u) -eq 0 ]]; then SUDO=()
   elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=(sudo -n)
