@@ -120,3 +120,32 @@ def test_make_zoo_plans_reproducibly_and_writes_its_manifest(real_speech: Path, 
     stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*.flac")}
     assert make_zoo.main(argv) == 0  # resumes: nothing redone
     assert stamp == {p: p.stat().st_mtime_ns for p in out.rglob("*.flac")}
+
+
+def test_trim_edges_cuts_synthesiser_padding_to_what_readings_keep() -> None:
+    rate = 16000
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(2 * rate) / rate)
+    padded = np.concatenate([np.zeros(rate), tone, np.zeros(rate)])
+    trimmed = make_zoo.trim_edges(padded, rate, np.random.default_rng(0))
+    lead = np.flatnonzero(np.abs(trimmed) > 0.01)[0] / rate
+    trail = (len(trimmed) - 1 - np.flatnonzero(np.abs(trimmed) > 0.01)[-1]) / rate
+    assert 0.04 <= lead <= 0.41 and trail <= 0.16 and len(trimmed) < len(padded)
+
+
+def test_the_shortcut_guard_finds_a_band_limited_family() -> None:
+    from soundsentry.training import shortcuts
+
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(3 * 16000) * 0.05
+    narrow = resample_poly(resample_poly(noise, 1, 2), 2, 1)  # through 8 kHz: nothing above 4 kHz
+    wide, cut = shortcuts.describe(noise), shortcuts.describe(narrow)
+    assert wide["band_edge_hz"] > 7000 and 3500 < cut["band_edge_hz"] < 5000
+    assert abs(wide["duration_s"] - 3.0) < 0.01 and wide["lead_silence_s"] == 0.0
+    x = np.array([[shortcuts.describe(s)[f] for f in shortcuts.FEATURES] for s in
+                  [rng.standard_normal(16000) * 0.05 for _ in range(20)]
+                  + [resample_poly(rng.standard_normal(8000) * 0.05, 2, 1) for _ in range(20)]])
+    y = np.array([0] * 20 + [1] * 20)
+    scores = shortcuts.cross_validated_scores(x, y, np.arange(40))
+    from soundsentry.evaluation.metrics import eer
+
+    assert eer(y, scores) < 0.1  # the guard sees the bandwidth shortcut

@@ -10,8 +10,10 @@ Each family gets about ``--per-family`` files, shared evenly between its generat
 - copy-synthesis: LibriSpeech reals of ``--corpus`` re-synthesised (same speaker, same words).
 
 Files are written at the generator's own sample rate as 16-bit FLAC to
-``OUTPUT_DIR/<generator>/<voice>/<n>.flac``, their level set to an RMS drawn from -30 to -18 dBFS (so
-loudness says nothing about the label). ``OUTPUT_DIR/manifest.csv`` has the corpus manifest's columns
+``OUTPUT_DIR/<generator>/<voice>/<n>.flac``, their leading and trailing silence cut to what the
+corpus's reals keep and their level set to an RMS drawn from -30 to -18 dBFS, so that neither says
+anything about the label (``python -m scripts.check_shortcuts`` measures what still does).
+``OUTPUT_DIR/manifest.csv`` has the corpus manifest's columns
 (label ``fake``, source ``zoo_<family>``, system ``<generator>:<voice>``, speaker = the voice, or the
 original's speaker for copy-synthesis) plus ``family``, ``generator``, ``voice``, ``version``, ``text``,
 ``text_source``, ``text_licence``, ``speed``, ``pitch``, ``seed`` and ``sample_rate``.
@@ -123,7 +125,7 @@ def render(job: Job, corpus: Path) -> tuple[np.ndarray, int]:
         samples, rate = generator.resynthesise(load(corpus / job.origin), job.voice)
     else:
         samples, rate = generator.speak(job.text, job.voice, speed=job.speed, pitch=job.pitch, seed=job.seed)
-    samples = np.asarray(samples, dtype=np.float64)
+    samples = trim_edges(np.asarray(samples, dtype=np.float64), rate, np.random.default_rng(job.seed + 1))
     rms = float(np.sqrt(np.mean(samples**2)))
     if not np.isfinite(rms) or rms < 1e-5:
         raise RuntimeError("the generator returned silence")
@@ -131,6 +133,21 @@ def render(job: Job, corpus: Path) -> tuple[np.ndarray, int]:
     samples *= 10 ** (level / 20) / rms
     samples /= max(1.0, float(np.abs(samples).max()) / 0.99)  # never clip
     return samples.astype(np.float32), rate
+
+
+def trim_edges(samples: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Cut the leading and trailing silence to what the corpus's reals keep (a lead of up to 0.4 s, a
+    trail of up to 0.15 s): synthesisers pad both ends, readings cut from audiobooks do not, and the
+    difference would teach "silence at the end = fake". Only cuts, never pads."""
+    frame = max(1, rate // 100)
+    n = len(samples) // frame
+    if n < 3:
+        return samples
+    level = 10 * np.log10(np.mean(samples[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
+    voiced = np.flatnonzero(level > level.max() - 35.0)
+    start = max(0, voiced[0] * frame - int(rng.uniform(0.05, 0.4) * rate))
+    end = min(len(samples), (voiced[-1] + 1) * frame + int(rng.uniform(0.0, 0.15) * rate))
+    return samples[start:end]
 
 
 def write(path: Path, samples: np.ndarray, rate: int) -> None:
