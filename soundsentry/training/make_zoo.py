@@ -10,13 +10,16 @@ Each family gets about ``--per-family`` files, shared evenly between its generat
 - copy-synthesis: LibriSpeech reals of ``--corpus`` re-synthesised (same speaker, same words).
 
 Files are written at the generator's own sample rate as 16-bit FLAC to
-``OUTPUT_DIR/<generator>/<voice>/<n>.flac``, their leading and trailing silence cut to what the
-corpus's reals keep and their level set to an RMS drawn from -30 to -18 dBFS, so that neither says
-anything about the label (``python -m scripts.check_shortcuts`` measures what still does).
+``OUTPUT_DIR/<generator>/<voice>/<n>.flac``. Three things a synthesiser does differently from a
+recording are evened out, or they would teach the label: the leading and trailing silence is cut to
+what the corpus's reals keep; each fake takes a **room**, a LibriSpeech real of the corpus (its own
+original for copy-synthesis), whose level it gets and whose background (its quiet frames) is laid
+under it, so that no fake has digital silence. ``python -m scripts.check_shortcuts`` measures what
+trivial properties still predict the label.
 ``OUTPUT_DIR/manifest.csv`` has the corpus manifest's columns
 (label ``fake``, source ``zoo_<family>``, system ``<generator>:<voice>``, speaker = the voice, or the
 original's speaker for copy-synthesis) plus ``family``, ``generator``, ``voice``, ``version``, ``text``,
-``text_source``, ``text_licence``, ``speed``, ``pitch``, ``seed`` and ``sample_rate``.
+``text_source``, ``text_licence``, ``speed``, ``pitch``, ``seed``, ``room`` and ``sample_rate``.
 
 Reproducible: the plan (which text, voice, rate, pitch and seed each file gets) depends only on the
 arguments; Piper's own sampling noise is the one thing not seeded. Resumable: files present are kept.
@@ -33,10 +36,12 @@ import time
 import zlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from math import gcd
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from scipy.signal import resample_poly
 
 from soundsentry.constants import CHECKOUT
 from soundsentry.training.make_spoofs import COLUMNS as CORPUS_COLUMNS
@@ -44,7 +49,7 @@ from soundsentry.training.make_spoofs import load, read_sources, say
 from soundsentry.training.zoo import GENERATORS, family_of, load_texts, varies
 
 COLUMNS = (*CORPUS_COLUMNS, "family", "generator", "voice", "version", "text", "text_source", "text_licence",
-           "speed", "pitch", "seed", "sample_rate")
+           "speed", "pitch", "seed", "room", "sample_rate")
 LEVEL_DBFS = (-30.0, -18.0)
 
 
@@ -63,6 +68,7 @@ class Job:
     origin: str = ""  # copy-synthesis: the real's path in the corpus
     speaker: str = ""
     licence: str = ""
+    room: str = ""  # the corpus real whose level and background noise the fake takes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,7 +107,7 @@ def plan(generators: list[str], per_family: int, seed: int, reals: list[dict[str
                 for n, index in enumerate(sorted(chosen)):
                     real = reals[index]
                     jobs.append(Job(f"{name}/{voice}/{n:04d}.flac", name, voice, family, _seed(seed, name, voice, n),
-                                    origin=real["path"], speaker=real["speaker"],
+                                    origin=real["path"], speaker=real["speaker"], room=real["path"],
                                     licence=f"{generator.licence}; source audio {real['licence']}"))
                 continue
             if not texts:
@@ -115,7 +121,8 @@ def plan(generators: list[str], per_family: int, seed: int, reals: list[dict[str
                                 round(speed, 3), round(pitch, 3), " ".join(t.text for t in chosen),
                                 "+".join(sorted({t.source for t in chosen})),
                                 "; ".join(sorted({t.licence for t in chosen})), speaker=f"{name}/{voice}",
-                                licence=generator.licence))
+                                licence=generator.licence,
+                                room=reals[int(rng.integers(len(reals)))]["path"] if reals else ""))
     return jobs
 
 
@@ -129,24 +136,46 @@ def render(job: Job, corpus: Path) -> tuple[np.ndarray, int]:
     rms = float(np.sqrt(np.mean(samples**2)))
     if not np.isfinite(rms) or rms < 1e-5:
         raise RuntimeError("the generator returned silence")
-    level = np.random.default_rng(job.seed).uniform(*LEVEL_DBFS)
-    samples *= 10 ** (level / 20) / rms
+    if job.room:  # the room's level, and its background under the synthetic speech
+        room = load(corpus / job.room).astype(np.float64)
+        samples *= float(np.sqrt(np.mean(room**2))) / rms
+        samples += background(room, len(samples), rate)
+    else:
+        samples *= 10 ** (np.random.default_rng(job.seed).uniform(*LEVEL_DBFS) / 20) / rms
     samples /= max(1.0, float(np.abs(samples).max()) / 0.99)  # never clip
     return samples.astype(np.float32), rate
 
 
+def background(room: np.ndarray, length: int, rate: int, frame: int = 400) -> np.ndarray:
+    """``length`` samples at ``rate`` of a 16 kHz recording's background: its quiet 25 ms frames (35 dB
+    under its loudest, else its quietest tenth), joined and repeated. Synthesisers write digital
+    silence between words and under speech; a real recording never does, and that difference alone
+    would teach "no noise floor = fake"."""
+    n = len(room) // frame
+    frames = room[: n * frame].reshape(n, frame)
+    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    quiet = frames[level < level.max() - 35.0]
+    if len(quiet) < 4:
+        quiet = frames[np.argsort(level)[: max(1, n // 10)]]
+    bed = quiet.reshape(-1)
+    if rate != 16000:
+        g = gcd(rate, 16000)
+        bed = resample_poly(bed, rate // g, 16000 // g)
+    return np.resize(bed, length)
+
+
 def trim_edges(samples: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
-    """Cut the leading and trailing silence to what the corpus's reals keep (a lead of up to 0.4 s, a
-    trail of up to 0.15 s): synthesisers pad both ends, readings cut from audiobooks do not, and the
-    difference would teach "silence at the end = fake". Only cuts, never pads."""
+    """Cut the leading and trailing silence to what the corpus's reals keep (a lead of up to 0.5 s, a
+    trail of up to 0.4 s; LibriSpeech's median is 0.2 s each): synthesisers pad both ends their own way,
+    and the difference would teach "this much silence = fake". Only cuts, never pads."""
     frame = max(1, rate // 100)
     n = len(samples) // frame
     if n < 3:
         return samples
     level = 10 * np.log10(np.mean(samples[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
     voiced = np.flatnonzero(level > level.max() - 35.0)
-    start = max(0, voiced[0] * frame - int(rng.uniform(0.05, 0.4) * rate))
-    end = min(len(samples), (voiced[-1] + 1) * frame + int(rng.uniform(0.0, 0.15) * rate))
+    start = max(0, voiced[0] * frame - int(rng.uniform(0.0, 0.5) * rate))
+    end = min(len(samples), (voiced[-1] + 1) * frame + int(rng.uniform(0.0, 0.4) * rate))
     return samples[start:end]
 
 
@@ -166,7 +195,8 @@ def write_manifest(jobs: list[Job], output_dir: Path, versions: dict[str, str]) 
         info = sf.info(path)
         fields = asdict(job)
         rows.append({**{k: fields[k] for k in ("path", "family", "generator", "voice", "seed", "speed", "pitch",
-                                               "text", "text_source", "text_licence", "speaker", "licence", "origin")},
+                                               "text", "text_source", "text_licence", "speaker", "licence", "origin",
+                                               "room")},
                      "label": "fake", "source": f"zoo_{job.family}", "system": f"{job.generator}:{job.voice}",
                      "duration_s": f"{info.frames / info.samplerate:.3f}", "version": versions[job.generator],
                      "sample_rate": info.samplerate})
@@ -185,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = {name: why for name in args.generators if (why := GENERATORS[name].missing())}
     if missing:
         raise SystemExit("generators missing here:\n" + "\n".join(f"  {name}: {why}" for name, why in missing.items()))
-    copies = any(GENERATORS[name].kind == "copy" for name in args.generators)
-    reals = read_sources(args.corpus) if copies else []
+    reals = read_sources(args.corpus)  # copy-synthesis sources, and every fake's room
     jobs = plan(args.generators, args.per_family, args.seed, reals)
     versions = {name: GENERATORS[name].version() for name in args.generators}
     say(f"{len(jobs)} files planned in {len({j.family for j in jobs})} families; output {args.output_dir}")

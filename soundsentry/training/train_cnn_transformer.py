@@ -158,7 +158,11 @@ def set_seed(seed: int) -> None:
 
 
 def item_key(item: AudioItem) -> str:
-    return hashlib.sha1(f"{item.path.resolve()}|{item.label}".encode()).hexdigest()[:16]
+    """The cache name of a file: its path, label, size and modification time (a file re-rendered in
+    place, e.g. by ``make_zoo``, gets a new key rather than the old file's spectrogram)."""
+    stat = item.path.stat()
+    name = f"{item.path.resolve()}|{item.label}|{stat.st_size}|{stat.st_mtime_ns}"
+    return hashlib.sha1(name.encode()).hexdigest()[:16]
 
 
 def item_seed(item: AudioItem, variant: int, seed: int) -> int:
