@@ -41,6 +41,12 @@ class DurationConfig(BaseModel):
     threshold: float
 
 
+class AudioOut(BaseModel):
+    band_edge_hz: int = Field(description="highest frequency the scored speech carries (within 50 dB of its peak)")
+    band_limited: bool = Field(description="under 6 kHz: the upper-band scorers had nothing to read, the verdict "
+                                           "is unreliable (see message)")
+
+
 class PredictResponse(BaseModel):
     overall: Literal["Real", "Fake", "No Speech"]
     mean_probability: float = Field(description="P(fake), duration-weighted over segments")
@@ -51,6 +57,7 @@ class PredictResponse(BaseModel):
     timings_ms: dict[str, float]
     models: dict[str, str]
     processing_time_ms: float
+    audio: AudioOut | None = Field(None, description="absent when no speech was found")
     message: str | None = None
     filename: str | None = None
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from soundsentry.audio import DecodeLimits, Waveform, decode_audio
+from soundsentry.bandwidth import BAND_LIMITED_HZ, band_edge_hz
 from soundsentry.constants import DEFAULT_DATA_DIR
 from soundsentry.deadline import Deadline
 from soundsentry.fusion import Fusion
@@ -46,6 +47,12 @@ from soundsentry.speech.segments import ScoringSegment, SegmentConfig, scoring_s
 from soundsentry.speech.vad import VadConfig, find_speech, total_duration
 
 logger = logging.getLogger(__name__)
+
+
+BAND_LIMITED_MESSAGE = (
+    "This audio carries nothing above {:.1f} kHz (telephone audio, or coded at 8 kHz). The detector reads "
+    "the 4-8 kHz band, so this verdict is unreliable: send the original recording at 16 kHz or more."
+)
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,8 @@ class Detector:
         overall, certainty = overall_verdict(speakers)
         scored = sum(s.duration for s in results)
         category = duration_category(scored)
+        with timer.stage("bandwidth"):
+            edge = band_edge_hz(samples, [(s.start, s.end) for s in segments])
         return Report(
             overall=overall,
             mean_probability=weighted_mean([s.probability for s in results], [s.duration for s in results]),
@@ -229,6 +238,8 @@ class Detector:
             threshold=thresholds[category],
             timings_ms=timer.ms,
             models=self.models,
+            band_edge_hz=edge,
+            message=BAND_LIMITED_MESSAGE.format(edge / 1000) if edge < BAND_LIMITED_HZ else None,
         )
 
     def _score(self, samples: np.ndarray, segments: list[ScoringSegment], timer: _Timer) -> dict[str, np.ndarray]:

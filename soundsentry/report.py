@@ -2,7 +2,8 @@
 
 The JSON shape is the one in DESIGN.md that the browser extension reads (``overall``,
 ``mean_probability``, ``confidence``, ``details``, ``duration_config``), plus per-speaker results,
-timings and model versions.
+timings, model versions and ``audio`` (the band the speech carries: ``band_limited`` when the
+upper-band scorers had nothing to read, with a ``message`` saying the verdict is unreliable).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from soundsentry.bandwidth import BAND_LIMITED_HZ
 
 Verdict = Literal["Real", "Fake", "No Speech"]
 
@@ -103,6 +106,11 @@ class Report:
     message: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)
+    band_edge_hz: float | None = None  # of the scored speech (soundsentry.bandwidth); None: no speech
+
+    @property
+    def band_limited(self) -> bool:
+        return self.band_edge_hz is not None and self.band_edge_hz < BAND_LIMITED_HZ
 
     def serialize(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -121,6 +129,8 @@ class Report:
             "timings_ms": {name: round(value, 2) for name, value in self.timings_ms.items()},
             "models": dict(self.models),
         }
+        if self.band_edge_hz is not None:
+            body["audio"] = {"band_edge_hz": round(self.band_edge_hz), "band_limited": self.band_limited}
         if self.message is not None:
             body["message"] = self.message
         return body

@@ -160,3 +160,9 @@ def test_no_server_paths_are_shown(client: TestClient, speech_wav: Path, tmp_pat
     for text in shown:
         assert SERVER_PATH.findall(text) == [], text[:400]
     assert "missing" in shown[3] and str(tmp_path) not in shown[3] + shown[4]
+
+
+def test_telephone_audio_is_answered_with_its_band_and_a_warning(client: TestClient, encode_as) -> None:
+    body = post_file(client, encode_as("wav", extra_args=("-ar", "8000", "-c:a", "pcm_alaw")), name="call.wav").json()
+    assert body["audio"]["band_limited"] is True and body["audio"]["band_edge_hz"] < 4500
+    assert "unreliable" in body["message"]

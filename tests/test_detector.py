@@ -244,3 +244,17 @@ def test_fusion_artefact_problems_are_clear_load_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="unreadable fusion artefact"):
         Detector.load(DetectorConfig(data_dir=data))
 
+
+
+def test_band_limited_speech_is_flagged_as_unreliable(detector: Detector, speech_wav: Path, encode_as,
+                                                      silence_wav: Path) -> None:
+    """Telephone audio carries nothing above 4 kHz, where the shipped scorers read: the report says so."""
+    wide = detector.predict_bytes(speech_wav.read_bytes(), filename="speech.wav").serialize()
+    assert wide["audio"]["band_edge_hz"] > 7000 and wide["audio"]["band_limited"] is False
+    assert "message" not in wide and "bandwidth" in wide["timings_ms"]
+    narrow_path = encode_as("wav", extra_args=("-ar", "8000", "-c:a", "pcm_mulaw"))
+    narrow = detector.predict_bytes(narrow_path.read_bytes(), filename="phone.wav").serialize()
+    assert 3800 < narrow["audio"]["band_edge_hz"] < 4500 and narrow["audio"]["band_limited"] is True
+    assert "unreliable" in narrow["message"] and narrow["overall"] in ("Real", "Fake")
+    silent = detector.predict_bytes(silence_wav.read_bytes(), filename="silence.wav").serialize()
+    assert "audio" not in silent and silent["overall"] == "No Speech"

@@ -169,14 +169,18 @@ def write_manifest(
                 "origin": row["path"],
             })
     output_dir.mkdir(parents=True, exist_ok=True)
-    manifest = output_dir / manifest_name
+    return write_manifest_rows(output_dir / manifest_name, entries, COLUMNS)
+
+
+def write_manifest_rows(manifest: Path, rows: list[dict], columns: Sequence[str]) -> int:
+    """Write ``rows`` as a CSV manifest under a temporary name, then rename: never a half manifest."""
     partial = manifest.with_name(manifest.name + ".part")
     with partial.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()
-        writer.writerows(entries)
+        writer.writerows(rows)
     os.replace(partial, manifest)
-    return len(entries)
+    return len(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

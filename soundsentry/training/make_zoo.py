@@ -29,7 +29,6 @@ About 15 minutes on one core for the default plan (LPCNet is the slow one: 0.25 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -45,7 +44,7 @@ from scipy.signal import resample_poly
 
 from soundsentry.constants import CHECKOUT
 from soundsentry.training.make_spoofs import COLUMNS as CORPUS_COLUMNS
-from soundsentry.training.make_spoofs import load, read_sources, say
+from soundsentry.training.make_spoofs import load, read_sources, say, write_manifest_rows
 from soundsentry.training.zoo import GENERATORS, family_of, load_texts, varies
 
 COLUMNS = (*CORPUS_COLUMNS, "family", "generator", "voice", "version", "text", "text_source", "text_licence",
@@ -200,14 +199,8 @@ def write_manifest(jobs: list[Job], output_dir: Path, versions: dict[str, str]) 
                      "label": "fake", "source": f"zoo_{job.family}", "system": f"{job.generator}:{job.voice}",
                      "duration_s": f"{info.frames / info.samplerate:.3f}", "version": versions[job.generator],
                      "sample_rate": info.samplerate})
-    manifest = output_dir / "manifest.csv"
-    partial = manifest.with_name(manifest.name + ".part")
-    with partial.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(partial, manifest)
-    return len(rows)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return write_manifest_rows(output_dir / "manifest.csv", rows, COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:

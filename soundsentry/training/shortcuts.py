@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from soundsentry.audio import decode_file
+from soundsentry.bandwidth import band_edge_hz
 from soundsentry.datasets import load_items
 from soundsentry.evaluation.metrics import eer
 
@@ -49,8 +50,7 @@ def describe(samples: np.ndarray, rate: int = 16000) -> dict[str, float]:
         "rms_dbfs": 10 * np.log10(np.mean(samples**2) + 1e-12),
         "peak_dbfs": 20 * np.log10(np.abs(samples).max() + 1e-9),
         "rolloff_95_hz": float(freqs[np.searchsorted(cumulative, 0.95)]),
-        # the highest frequency whose long-term level is within 50 dB of the spectrum's peak: the bandwidth
-        "band_edge_hz": float(freqs[np.flatnonzero(power > power.max() * 1e-5)[-1]]),
+        "band_edge_hz": band_edge_hz(samples, rate=rate),
         "lead_silence_s": float(voiced[0] * frame_s) if voiced.size else len(samples) / rate,
         "trail_silence_s": float((n - 1 - voiced[-1]) * frame_s) if voiced.size else len(samples) / rate,
         "silent_fraction": float(silent.mean()),
