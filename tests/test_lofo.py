@@ -70,3 +70,5 @@ def test_each_family_is_held_out_of_training_and_scored(sets: tuple[Path, Path],
         assert family not in sources and sources == {"reads", "zoo_pico", "zoo_flite"} - {family}
     with pytest.raises(SystemExit, match="no fakes of zoo_hts"):
         lofo.main(["--data", str(train), "--families", "zoo_hts", "--output-dir", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="no devset manifest"):
+        lofo.main(["--data", str(train), "--devset", str(tmp_path / "none.csv"), "--output-dir", str(tmp_path / "x")])

@@ -49,13 +49,15 @@ def write_rows(path: Path, rows: list[dict[str, str]]) -> Path:
 def run(data: list[Path], families: list[str] | None, devset: Path, output_dir: Path,
         trainer_args: list[str]) -> dict:
     pool = [row for manifest in data for row in read_rows(manifest)]
-    devset_rows = read_rows(devset)
-    devset_reals = [row for row in devset_rows if row["label"] == "real"]
     found = sorted({row["source"] for row in pool if row["label"] == "fake"})
     families = families or found
     unknown = sorted(set(families) - set(found))
     if unknown:
         raise SystemExit(f"no fakes of {', '.join(unknown)} in --data (fake sources: {', '.join(found)})")
+    if not devset.is_file():
+        raise SystemExit(f"no devset manifest at {devset}; pass --devset MANIFEST (its reals are the held-out reals)")
+    devset_rows = read_rows(devset)
+    devset_reals = [row for row in devset_rows if row["label"] == "real"]
     results_path = output_dir / "lofo.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for family in families:
