@@ -13,7 +13,7 @@ help:
 	@echo "make test       dev setup, ruff, then pytest (PYTEST_ARGS=... for extra flags)"
 	@echo "make lint       ruff check over the project"
 	@echo "make train      rebuild data/ from ../shared/corpus;  make evaluate  devset figures + model card"
-	@echo "make zoo        render the generator zoo's fakes into cache/zoo (about 15 min)"
+	@echo "make zoo        render the generator zoo's fakes into cache/zoo (about 10 min)"
 	@echo "make clean      remove caches;  make distclean  also removes .venv"
 
 setup:
@@ -32,14 +32,14 @@ lint: setup-dev
 	$(PYTHON) -m ruff check .
 
 # Rebuild every shipped model from ../shared/corpus: the recipes in configs/, in file-name order, each
-# copied beside what it made (data/recipes/ for the shipped artefacts). About 5 h on 2 cores (+15 min the zoo), 2.4 h of
+# copied beside what it made (data/recipes/ for the shipped artefacts). About 5 h on 2 cores (+10 min the zoo), 2.4 h of
 # it vocoder training (configs/02, 03, 06, 07), 25 min TKAN features, 80 min the two CNN-Transformer
 # seeds; `soundsentry train --dry-run configs/*.toml` lists each step's command and minutes.
 SHARED ?= ../shared
 train: setup-dev
 	.venv/bin/soundsentry train --shared $(SHARED) configs/*.toml
 
-# The generator zoo's fakes alone (configs/18_zoo.toml, about 15 min on one core): cache/zoo/
+# The generator zoo's fakes alone (configs/18_zoo.toml, about 10 min on one core): cache/zoo/
 zoo: setup-dev
 	.venv/bin/soundsentry train --shared $(SHARED) configs/18_zoo.toml
 
