@@ -265,21 +265,33 @@ def test_random_weight_pyannote_pipeline_runs_end_to_end(random_pipeline_dir: Pa
 def test_auto_falls_back_to_embedded_and_says_why(tmp_path: Path, monkeypatch, network: SpeakerNetwork) -> None:
     from soundsentry.speech import pyannote_backend
 
-    monkeypatch.delenv(pyannote_backend.TOKEN_ENV, raising=False)
+    # a token in the environment changes nothing: the service never downloads a pipeline
+    monkeypatch.setenv(pyannote_backend.TOKEN_ENV, "hf_test")
     backends = load_speech_backends("auto", network=network, pyannote_dir=tmp_path)
-    assert backends.backend == "embedded" and pyannote_backend.TOKEN_ENV in backends.reason
+    assert backends.backend == "embedded" and "scripts.entry export" in backends.reason
     with pytest.raises(ModelLoadError, match="scripts.entry export"):
         load_speech_backends("pyannote", network=network, pyannote_dir=tmp_path)
 
-    def unreachable(source, token=None):
-        raise ModelLoadError(f"Cannot load the pyannote pipeline from {source}: no network")
+    def unloadable(directory):
+        raise ModelLoadError(f"Cannot load the pyannote pipeline from {directory}: a broken checkpoint")
 
-    monkeypatch.setenv(pyannote_backend.TOKEN_ENV, "hf_test")
-    monkeypatch.setattr(pyannote_backend, "load_pipeline", unreachable)
+    (tmp_path / "config.yaml").write_text("pipeline: {}\n")
+    monkeypatch.setattr(pyannote_backend, "load_pipeline", unloadable)
     backends = load_speech_backends("auto", network=network, pyannote_dir=tmp_path)
-    assert backends.backend == "embedded" and "no network" in backends.reason
+    assert backends.backend == "embedded" and "broken checkpoint" in backends.reason
     with pytest.raises(ValueError, match="must be one of"):
         load_speech_backends("kaldi")
+
+
+def test_a_pipeline_that_names_a_hub_model_is_not_fetched(tmp_path: Path) -> None:
+    """Loading runs with the hub offline: a config naming a hub model is a clear error, not a download."""
+    (tmp_path / "config.yaml").write_text(
+        "pipeline:\n  name: pyannote.audio.pipelines.SpeakerDiarization\n"
+        "  params:\n    segmentation: pyannote/segmentation-3.0\n"
+        "    embedding: pyannote/wespeaker-voxceleb-resnet34-LM\n"
+    )
+    with pytest.raises(ModelLoadError, match="Cannot load the pyannote pipeline"):
+        load_speech_backends("pyannote", pyannote_dir=tmp_path)
 
 
 def test_broken_pipeline_directory_is_a_clear_error(tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ the speakers). Measured with ``scripts/evaluate_diarization.py``; figures in the
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -510,7 +509,6 @@ def load_speech_backends(
     vad_config: VadConfig | None = None,
     diarizer_config: DiarizerConfig = DiarizerConfig(),
     pyannote_dir: Path | None = None,
-    token: str | None = None,
 ) -> SpeechBackends:
     """Load the VAD and diarizer for ``choice``.
 
@@ -518,9 +516,9 @@ def load_speech_backends(
     ----------
     choice
         ``"embedded"``; ``"pyannote"`` (fails with :class:`ModelLoadError` when no pipeline loads);
-        ``"auto"``: pyannote from ``pyannote_dir`` when it holds a ``config.yaml``, else from the hub
-        when a token is given (``token`` or the ``HUGGING_FACE_TOKEN`` variable), else, or when that
-        fails, the embedded diarizer (with the reason logged and kept in ``reason``).
+        ``"auto"``: pyannote from ``pyannote_dir`` when it holds a ``config.yaml``, else, or when that
+        fails, the embedded diarizer (with the reason logged and kept in ``reason``). Nothing is
+        downloaded: a pipeline is the user's to export (``python -m scripts.entry export``).
     network
         The speaker network the embedded diarizer uses (shared with TKAN); loaded when not given.
     pyannote_dir
@@ -532,20 +530,11 @@ def load_speech_backends(
         from soundsentry.speech import pyannote_backend
 
         directory = pyannote_dir or default_pyannote_dir()
-        token = token or os.environ.get(pyannote_backend.TOKEN_ENV) or None
+        shown = str(directory)
+        failure = f"no pipeline in {directory} (`python -m scripts.entry export` prepares one)"
         if (directory / "config.yaml").is_file():
-            source, shown = directory, str(directory)
-        elif token:
-            source, shown = pyannote_backend.PIPELINE_ID, f"{pyannote_backend.PIPELINE_ID} from the hub"
-        else:
-            source, shown = None, ""
-        failure = (
-            f"no pipeline in {directory} and {pyannote_backend.TOKEN_ENV} is not set "
-            "(`python -m scripts.entry export` prepares one)"
-        )
-        if source is not None:
             try:
-                pipeline = pyannote_backend.load_pipeline(source, token=token)
+                pipeline = pyannote_backend.load_pipeline(directory)
                 return SpeechBackends(
                     backend="pyannote",
                     vad=pyannote_backend.PyannoteVad(pipeline, vad_config or VadConfig(), source=shown),

@@ -2,8 +2,10 @@
 
 Used instead of the embedded diarizer when a pyannote pipeline is available: a local directory
 (``config.yaml`` plus the ``segmentation/``, ``embedding/`` and ``plda/`` sub-folders that
-``Pipeline.from_pretrained(directory)`` reads, as ``scripts/entry.py export`` writes it), or a
-Hugging Face token that lets pyannote download :data:`PIPELINE_ID` when the service starts.
+``Pipeline.from_pretrained(directory)`` reads, as ``scripts/entry.py export`` writes it). The service
+never downloads one: getting the pipeline is the user's explicit ``export`` step, and loading runs with
+the Hugging Face hub switched offline (``HF_HUB_OFFLINE``), so a config that names a hub model fails
+with a clear error instead of fetching it.
 
 Audio goes in as pyannote's in-memory input, ``{"waveform": (channel=1, time) tensor,
 "sample_rate": 16000, "uri": ...}``: nothing is written to disk. pyannote.audio is imported only
@@ -19,6 +21,7 @@ Usage
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -53,53 +56,40 @@ def missing_pipeline_files(directory: Path) -> list[str]:
     return [name for name in PIPELINE_FILES if not (directory / name).is_file()]
 
 
-def load_pipeline(source: Path | str, token: str | None = None) -> Any:
-    """Load a speaker-diarization pipeline from a local directory or, with ``token``, from the hub.
+def load_pipeline(directory: Path) -> Any:
+    """Load a speaker-diarization pipeline from a local directory, offline.
 
     Parameters
     ----------
-    source
-        A directory holding ``config.yaml`` (and the sub-model folders it names), or a Hugging Face
-        pipeline id such as :data:`PIPELINE_ID`.
-    token
-        Hugging Face token; only needed for a hub id.
+    directory
+        A directory holding ``config.yaml`` (and the sub-model folders it names).
 
     Raises
     ------
     ModelLoadError
-        The directory is incomplete, a checkpoint does not load, or the hub cannot be reached.
+        The directory is incomplete, a checkpoint does not load, or the config names a model that is
+        not on this machine.
     """
-    local = isinstance(source, Path) or Path(source).is_dir()
-    if local:
-        directory = Path(source)
-        if not (directory / "config.yaml").is_file():
-            raise ModelLoadError(
-                f"No pyannote pipeline in {directory}: config.yaml is missing. Export one with "
-                f"`{TOKEN_ENV}=hf_... python -m scripts.entry export --output {directory}`."
-            )
+    directory = Path(directory)
+    if not (directory / "config.yaml").is_file():
+        raise ModelLoadError(
+            f"No pyannote pipeline in {directory}: config.yaml is missing. Export one, on a machine with "
+            f"network access, with `{TOKEN_ENV}=hf_... python -m scripts.entry export --output {directory}`."
+        )
+    os.environ["HF_HUB_OFFLINE"] = "1"  # read when huggingface_hub is first imported: before pyannote
     try:
         from pyannote.audio import Pipeline
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=r"pyannote\.audio.*")
-            pipeline = Pipeline.from_pretrained(Path(source) if local else str(source), token=None if local else token)
-    except ModelLoadError:
-        raise
+            pipeline = Pipeline.from_pretrained(directory)
     except Exception as error:  # pyannote raises many kinds (OSError, KeyError, HTTP errors, pickling errors)
-        where = f"directory {source}" if local else f"Hugging Face pipeline {source}"
-        hint = (
-            f"check that it holds {', '.join(PIPELINE_FILES)} (re-run `python -m scripts.entry export`)"
-            if local
-            else f"check {TOKEN_ENV}, that the token's account accepted the conditions at https://hf.co/{source}, "
-            "and that huggingface.co can be reached (or export the pipeline to model/ where it can)"
-        )
         raise ModelLoadError(
-            f"Cannot load the pyannote pipeline from {where}: {type(error).__name__}: {error}; {hint}."
+            f"Cannot load the pyannote pipeline from directory {directory}: {type(error).__name__}: {error}; "
+            f"check that it holds {', '.join(PIPELINE_FILES)} (re-run `python -m scripts.entry export`)."
         ) from error
     if pipeline is None:
-        raise ModelLoadError(
-            f"pyannote could not download {source}; check {TOKEN_ENV} and the model's access conditions."
-        )
+        raise ModelLoadError(f"pyannote found no pipeline in {directory}; re-run `python -m scripts.entry export`.")
     pipeline.to(torch.device("cpu"))
     return pipeline
 
