@@ -5,7 +5,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-dev serve test lint train zoo evaluate clean distclean
+.PHONY: help setup setup-dev serve test lint train zoo operating-point evaluate clean distclean
 
 help:
 	@echo "make setup      system tools + .venv with runtime requirements"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint       ruff check over the project"
 	@echo "make train      rebuild data/ from ../shared/corpus;  make evaluate  devset figures + model card"
 	@echo "make zoo        render the generator zoo's fakes into cache/zoo (about 10 min)"
+	@echo "make operating-point  refit data/fusion.json's thresholds on Debian-shipped real speech (about 8 min)"
 	@echo "make clean      remove caches;  make distclean  also removes .venv"
 
 setup:
@@ -32,9 +33,9 @@ lint: setup-dev
 	$(PYTHON) -m ruff check .
 
 # Rebuild every shipped model from ../shared/corpus: the recipes in configs/, in file-name order, each
-# copied beside what it made (data/recipes/ for the shipped artefacts). About 5 h on 2 cores (+10 min the zoo), 2.4 h of
-# it vocoder training (configs/02, 03, 06, 07), 25 min TKAN features, 80 min the two CNN-Transformer
-# seeds; `soundsentry train --dry-run configs/*.toml` lists each step's command and minutes.
+# copied beside what it made (data/recipes/ for the shipped artefacts). About 5 h on 2 cores (+10 min the zoo,
+# +8 min the operating point), 2.4 h of it vocoder training (configs/02, 03, 06, 07), 25 min TKAN features,
+# 80 min the two CNN-Transformer seeds; `soundsentry train --dry-run configs/*.toml` lists each step's command and minutes.
 SHARED ?= ../shared
 train: setup-dev
 	.venv/bin/soundsentry train --shared $(SHARED) configs/*.toml
@@ -42,6 +43,11 @@ train: setup-dev
 # The generator zoo's fakes alone (configs/18_zoo.toml, about 10 min on one core): cache/zoo/
 zoo: setup-dev
 	.venv/bin/soundsentry train --shared $(SHARED) configs/18_zoo.toml
+
+# The operating point alone (configs/19_reals.toml, 20_operating_point.toml; about 8 min on one core): the
+# decision thresholds in data/fusion.json from real speech no scorer trained on; then `make evaluate`
+operating-point: setup-dev
+	.venv/bin/soundsentry train --shared $(SHARED) configs/19_reals.toml configs/20_operating_point.toml
 
 evaluate: setup
 	$(PYTHON) -m scripts.run_test --test-dir $(SHARED)/devset --output-dir results/devset

@@ -22,6 +22,10 @@ class SegmentOut(BaseModel):
     scores: dict[str, float] = Field(description="P(fake) per scorer")
 
 
+ZONE_HELP = ("fake: called Fake; uncertain: called Real but leaning fake (above the calibration's equal-error "
+             "point, where real speech of unfamiliar sources also lands); real: below it")
+
+
 class SpeakerOut(BaseModel):
     speaker: str
     speech_duration: float
@@ -31,6 +35,7 @@ class SpeakerOut(BaseModel):
     threshold: float
     segments: int
     counted: bool = Field(description="had enough speech to take part in the overall verdict")
+    zone: Literal["real", "uncertain", "fake"] = Field(description=ZONE_HELP)
 
 
 class DurationConfig(BaseModel):
@@ -49,6 +54,7 @@ class AudioOut(BaseModel):
 
 class PredictResponse(BaseModel):
     overall: Literal["Real", "Fake", "No Speech"]
+    zone: Literal["real", "uncertain", "fake"] | None = Field(None, description=ZONE_HELP + "; absent with no speech")
     mean_probability: float = Field(description="P(fake), duration-weighted over segments")
     confidence: float
     details: list[SegmentOut]

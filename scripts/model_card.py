@@ -40,10 +40,18 @@ def devset_section(title: str, metrics: dict) -> list[str]:
              f"| min DCF | {metrics.get('min_dcf', float('nan')):.3f} |",
              f"| ECE | {metrics.get('ece', float('nan')):.3f} |",
              f"| accuracy of the verdicts | {pct(metrics.get('accuracy'))} |"]
-    if metrics.get("confusion_matrix"):
+    if metrics.get("reals_called_fake"):
+        for key, what in (("reals_called_fake", "reals called Fake"), ("fakes_called_real", "fakes called Real")):
+            rate = metrics[key]
+            lines.append(f"| {what} by the verdicts | {pct(rate['rate'])}{interval(rate['interval'])} |")
+    elif metrics.get("confusion_matrix"):
         (true_real, false_fake), (missed, caught) = metrics["confusion_matrix"]
         lines.append(f"| reals called Fake / fakes called Fake by the verdicts | "
                      f"{pct(false_fake / max(true_real + false_fake, 1))} / {pct(caught / max(missed + caught, 1))} |")
+    if metrics.get("zones"):
+        zones = metrics["zones"]
+        lines.append("| zones real / uncertain / fake: reals; fakes | "
+                     + "; ".join(f"{z['real']} / {z['uncertain']} / {z['fake']}" for z in zones.values()) + " |")
     intervals = metrics.get("per_source_eer_interval", {})
     for source, eer in metrics.get("per_source_eer", {}).items():
         lines.append(f"| EER, {source} fakes vs all reals | {pct(eer)}{interval(intervals.get(source))} |")
@@ -128,9 +136,30 @@ def fusion_section(path: Path) -> list[str]:
                   f"{calibration['roc_auc']:.3f}, ECE {calibration['ece']:.3f} ({pct(calibration.get('fake_share'))} "
                   "of those segments are fake; the calibration assumes balanced classes)."]
         where = "the calibrated scores of held-out reals against those unseen fakes"
-    lines += ["", f"Decision thresholds (EER points of {where} per duration category): "
-              + ", ".join(f"{k} {v:.3f}" for k, v in fusion["thresholds"].items()), ""]
-    return lines
+    point = info.get("operating_point")
+    eer = point["eer_thresholds"] if point else fusion["thresholds"]
+    lines += ["", f"Equal-error thresholds ({where}, per duration category): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in eer.items()), ""]
+    if not point:
+        return lines + ["These are the decision thresholds.", ""]
+    lines += ["### Operating point", "",
+              f"Decision thresholds: {', '.join(f'{k} {v:.3f}' for k, v in fusion['thresholds'].items())}, fitted with "
+              f"`{point['command']}`: {point['method']}. Target: at most {pct(point['target_called_fake'])} of the "
+              f"real speech of any source called Fake; {point['files']} files of sources no scorer trained on. "
+              "Between the equal-error and the decision threshold a verdict is Real with `zone: uncertain`.", "",
+              "| real source | trials (file / chunk) | called Fake, fit on all (file / chunk) | "
+              "called Fake, fit without its package (file / chunk) |", "| --- | --- | --- | --- |"]
+    from soundsentry.training.fit_operating_point import package_of
+
+    for source, rates in point["called_fake"].items():
+        trials = point["trials"].get(source, {})
+        unseen = point["leave_one_package_out"].get(package_of(source), {}).get("called_fake", {}).get(source, {})
+        lines.append(f"| {source} | {trials.get('file', 0)} / {trials.get('chunk', 0)} | "
+                     f"{pct(rates.get('file'))} / {pct(rates.get('chunk'))} | "
+                     f"{pct(unseen.get('file'))} / {pct(unseen.get('chunk'))} |")
+    return lines + ["", "The last column is the honest estimate for a source like none of these: the shipped "
+                    "scores are not on one scale across sources, so no threshold fitted on some of them holds "
+                    "the target on another.", ""]
 
 
 PROVENANCE = [
@@ -142,6 +171,9 @@ PROVENANCE = [
     "re-synthesis, and two small HiFi-GAN- and MelGAN-style vocoders trained here from scratch on those reals "
     "(`soundsentry/training/vocoders.py`); the upper-band splices of `make_band_spoofs`. No third-party voice "
     "or pretrained generator is used.",
+    "- Real speech that sets the operating point (no scorer trains on it): Debian `festvox-ru` (the msu_ru_nsh "
+    "reader's prompts; BSD-like), `fillets-ng-data-cs` (Czech voice acting of Fish Fillets NG; GPL-2), "
+    "`klettres-data` (letters spoken in 19 languages; GPL-2+), listed by `scripts.make_reals`.",
     "- Pretrained networks read, not trained: Silero VAD (MIT) and the Resemblyzer voice encoder (Apache 2.0), "
     "both from their PyPI wheels.",
     "- Each artefact's metadata records the command, data and versions that made it; `configs/*.toml` hold "

@@ -33,8 +33,10 @@ command -v ffmpeg >/dev/null || pkgs+=(ffmpeg)
 [[ $MODE == dev ]] && ! command -v espeak-ng >/dev/null && pkgs+=(espeak-ng)
 # the generator zoo's Debian generators and texts (soundsentry/training/zoo.py): tests and make train
 ZOO_DEBS=(flite festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k codec2 libcodec2-1.0 wordnet-base)
+# real speech that sets the operating point (soundsentry/training/make_reals.py): make train
+REAL_DEBS=(festvox-ru fillets-ng-data-cs klettres-data)
 if [[ $MODE == dev ]]; then
-  for deb in "${ZOO_DEBS[@]}"; do
+  for deb in "${ZOO_DEBS[@]}" "${REAL_DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed" || pkgs+=("$deb")
   done
 fi

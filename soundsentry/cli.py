@@ -128,6 +128,14 @@ def format_summary(metrics: dict) -> str:
             f"  Real  {tn:6d} {fp:6d}",
             f"  Fake  {fn:6d} {tp:6d}",
         ]
+    for key, what in (("reals_called_fake", "reals called Fake"), ("fakes_called_real", "fakes called Real")):
+        if metrics.get(key, {}).get("trials"):
+            low, high = metrics[key]["interval"]
+            lines.append(f"{what}: {metrics[key]['rate']:.1%} (95 % interval {low:.1%}-{high:.1%}) "
+                         f"of {metrics[key]['trials']}")
+    if "zones" in metrics:
+        lines.append("zones (real / uncertain / fake): " + "; ".join(
+            f"{label}s {z['real']} / {z['uncertain']} / {z['fake']}" for label, z in metrics["zones"].items()))
     for name, member in metrics.get("members", {}).items():
         gain = member["served_minus_member_eer"]
         low, high = gain["interval"]

@@ -41,7 +41,7 @@ from soundsentry.fusion import Fusion
 from soundsentry.models.resemblyzer import SpeakerNetwork
 from soundsentry.report import Report, SegmentResult, without_paths
 from soundsentry.rollup import CATEGORIES, duration_category, label, overall_verdict, roll_up_speakers, weighted_mean
-from soundsentry.scorers import REGISTRY, LoadContext, Scorer, load_fusion, load_members, thresholds_of
+from soundsentry.scorers import REGISTRY, LoadContext, Scorer, load_fusion, load_members, thresholds_of, uncertain_from
 from soundsentry.speech.diarization import BackendChoice, DiarizerConfig, SpeechBackends, load_speech_backends
 from soundsentry.speech.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
 from soundsentry.speech.vad import VadConfig, find_speech, total_duration
@@ -63,7 +63,7 @@ class DetectorConfig:
     vad: VadConfig = field(default_factory=VadConfig)
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     diarizer: DiarizerConfig = field(default_factory=DiarizerConfig)
-    # "auto": pyannote when a pipeline is in pyannote_dir (or HUGGING_FACE_TOKEN is set), else embedded
+    # "auto": pyannote when a pipeline is in pyannote_dir (never downloaded), else embedded
     diarization_backend: BackendChoice = "auto"
     pyannote_dir: Path | None = None  # default model/speaker-diarization-community-1
     # spectral-gating noise reduction (noisereduce) before VAD and scoring; off: see data/MODEL_CARD.md
@@ -119,6 +119,7 @@ class Detector:
         if tuple(self.members) != expected:
             raise ValueError(f"the fusion weighs {expected} but the scorers given are {tuple(self.members)}")
         self.thresholds = thresholds_of(fusion, self.members)
+        self.uncertain_from = uncertain_from(fusion, self.thresholds)
         missing = set(CATEGORIES) - set(self.thresholds)
         if missing:
             raise ValueError(f"thresholds missing for duration categories {sorted(missing)}")
@@ -219,8 +220,8 @@ class Detector:
                     scores={name: float(values[index]) for name, values in member_scores.items()},
                 )
             )
-        speakers = roll_up_speakers(results, thresholds, self.config.min_speaker_speech_s)
-        overall, certainty = overall_verdict(speakers)
+        speakers = roll_up_speakers(results, thresholds, self.config.min_speaker_speech_s, self.uncertain_from)
+        overall, certainty, zone = overall_verdict(speakers)
         scored = sum(s.duration for s in results)
         category = duration_category(scored)
         with timer.stage("bandwidth"):
@@ -239,6 +240,7 @@ class Detector:
             timings_ms=timer.ms,
             models=self.models,
             band_edge_hz=edge,
+            zone=zone,
             message=BAND_LIMITED_MESSAGE.format(edge / 1000) if edge < BAND_LIMITED_HZ else None,
         )
 
@@ -276,6 +278,7 @@ class Detector:
         return without_paths({
             "models": self.models,
             "thresholds": self.thresholds,
+            "uncertain_from": self.uncertain_from,
             "fusion": self.fusion.to_dict() if self.fusion is not None else None,
             "members": {name: scorer.info() for name, scorer in self.members.items()},
             "config": {

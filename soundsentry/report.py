@@ -15,6 +15,7 @@ from typing import Any, Literal
 from soundsentry.bandwidth import BAND_LIMITED_HZ
 
 Verdict = Literal["Real", "Fake", "No Speech"]
+Zone = Literal["real", "uncertain", "fake"]
 
 # An absolute filesystem path of two parts or more (POSIX, or Windows), inside a sentence; "/health" is not one.
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[/\\](?:[^\s/\\,;:()'\"]+[/\\])+([^\s/\\,;:()'\"]*)")
@@ -75,6 +76,7 @@ class SpeakerResult:
     threshold: float
     segments: int
     counted: bool  # had enough speech to take part in the overall verdict
+    zone: Zone = "real"  # soundsentry.rollup.zone
 
     def serialize(self) -> dict[str, Any]:
         return {
@@ -82,6 +84,7 @@ class SpeakerResult:
             "speech_duration": round(self.speech_duration, 3),
             "probability": round(self.probability, 4),
             "result": self.result,
+            "zone": self.zone,
             "category": self.category,
             "threshold": round(self.threshold, 4),
             "segments": self.segments,
@@ -107,6 +110,7 @@ class Report:
     timings_ms: dict[str, float] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)
     band_edge_hz: float | None = None  # of the scored speech (soundsentry.bandwidth); None: no speech
+    zone: Zone | None = None  # soundsentry.rollup.overall_verdict; None: no speech
 
     @property
     def band_limited(self) -> bool:
@@ -129,6 +133,8 @@ class Report:
             "timings_ms": {name: round(value, 2) for name, value in self.timings_ms.items()},
             "models": dict(self.models),
         }
+        if self.zone is not None:
+            body["zone"] = self.zone
         if self.band_edge_hz is not None:
             body["audio"] = {"band_edge_hz": round(self.band_edge_hz), "band_limited": self.band_limited}
         if self.message is not None:

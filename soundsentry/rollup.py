@@ -2,7 +2,8 @@
 
 A speaker's probability is the mean of its segments' P(fake) weighted by segment duration; the
 threshold is the one chosen on validation data for the duration category of that speaker's scored
-speech. The upload is "Fake" when any speaker with enough speech is judged fake.
+speech. The upload is "Fake" when any speaker with enough speech is judged fake. Each speaker and
+the upload also carry a zone (:func:`zone`): ``real``, ``uncertain`` or ``fake``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from soundsentry.report import SegmentResult, SpeakerResult
+from soundsentry.report import SegmentResult, SpeakerResult, Zone
 
 CATEGORIES = ("very_short", "short", "normal")
 
@@ -41,11 +42,23 @@ def weighted_mean(values: list[float], weights: list[float]) -> float:
     return float(np.average(values, weights=weights)) if values else 0.0
 
 
+def zone(probability: float, threshold: float, uncertain_from: float) -> Zone:
+    """``fake`` at or above the decision threshold; ``uncertain`` from ``uncertain_from`` (the equal-error
+    point of the calibration) up to it: leaning fake, where real speech of unfamiliar sources also lands;
+    ``real`` below both."""
+    if probability >= threshold:
+        return "fake"
+    return "uncertain" if probability >= uncertain_from else "real"
+
+
 def roll_up_speakers(
-    segments: list[SegmentResult], thresholds: dict[str, float], min_speaker_speech_s: float
+    segments: list[SegmentResult], thresholds: dict[str, float], min_speaker_speech_s: float,
+    uncertain_from: dict[str, float] | None = None,
 ) -> list[SpeakerResult]:
     """One result per speaker. The speaker with most speech always counts, others need
-    ``min_speaker_speech_s`` of scored speech to take part in the overall verdict."""
+    ``min_speaker_speech_s`` of scored speech to take part in the overall verdict. ``uncertain_from``:
+    where each category's uncertain zone begins (default: no such zone)."""
+    uncertain_from = uncertain_from or thresholds
     by_speaker: dict[str, list[SegmentResult]] = defaultdict(list)
     for segment in segments:
         by_speaker[segment.speaker].append(segment)
@@ -62,6 +75,7 @@ def roll_up_speakers(
                 speech_duration=speech,
                 probability=probability,
                 result=label(probability, threshold),
+                zone=zone(probability, threshold, uncertain_from[category]),
                 category=category,
                 threshold=threshold,
                 segments=len(own),
@@ -71,10 +85,12 @@ def roll_up_speakers(
     return results
 
 
-def overall_verdict(speakers: list[SpeakerResult]) -> tuple[str, float]:
-    """("Fake" | "Real", confidence). Fake: the surest fake speaker; Real: the least sure real one."""
+def overall_verdict(speakers: list[SpeakerResult]) -> tuple[str, float, Zone]:
+    """("Fake" | "Real", confidence, zone). Fake: the surest fake speaker; Real: the least sure real one;
+    the zone is ``fake`` with a fake speaker, else ``uncertain`` when a counted speaker is."""
     counted = [s for s in speakers if s.counted]
     fakes = [s for s in counted if s.result == "Fake"]
     if fakes:
-        return "Fake", max(confidence(s.probability, s.threshold) for s in fakes)
-    return "Real", min(confidence(s.probability, s.threshold) for s in counted)
+        return "Fake", max(confidence(s.probability, s.threshold) for s in fakes), "fake"
+    leaning = any(s.zone == "uncertain" for s in counted)
+    return "Real", min(confidence(s.probability, s.threshold) for s in counted), "uncertain" if leaning else "real"

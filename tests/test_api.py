@@ -48,6 +48,7 @@ def test_predict_every_format(client: TestClient, encode_as, fmt: str) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["overall"] in ("Real", "Fake")
+    assert (body["zone"] == "fake") == (body["overall"] == "Fake") and body["zone"] in ("real", "uncertain", "fake")
     assert 0 <= body["mean_probability"] <= 1
     assert body["details"] and body["speakers"][0]["speaker"] == "SPEAKER_00"
     assert body["duration_config"]["use_diarization"] is False
@@ -69,7 +70,7 @@ def test_content_is_sniffed_not_the_extension(client: TestClient, encode_as) -> 
 
 def test_silence_is_no_speech(client: TestClient, silence_wav: Path) -> None:
     body = post_file(client, silence_wav).json()
-    assert body["overall"] == "No Speech" and body["details"] == [] and body["message"]
+    assert body["overall"] == "No Speech" and body["details"] == [] and body["message"] and body.get("zone") is None
 
 
 def test_two_speakers_with_diarization(client: TestClient, two_speaker_wav: Path) -> None:

@@ -155,7 +155,8 @@ def test_unknown_layout_names_the_known_ones(tmp_path: Path) -> None:
 def test_summary_has_per_group_eer_and_min_dcf() -> None:
     def prediction(label: int, probability: float, source: str, system: str) -> Prediction:
         item = AudioItem(Path(f"{source}{label}.wav"), label, source=source, system=system)
-        return Prediction(item, "ok", probability=probability, overall="Fake" if probability >= 0.5 else "Real")
+        return Prediction(item, "ok", probability=probability, overall="Fake" if probability >= 0.5 else "Real",
+                          zone="fake" if probability >= 0.5 else "real")
 
     predictions = [  # b's fake beats b's real but not a's: perfect within b, not against all reals
         prediction(0, 0.7, "a", ""), prediction(1, 0.9, "a", "A01"),
@@ -168,6 +169,9 @@ def test_summary_has_per_group_eer_and_min_dcf() -> None:
     assert metrics["per_source_eer_within_source"] == {"a": 0.0, "b": 0.0}
     assert metrics["per_system_min_dcf"]["A01"] == 0.0 < metrics["per_system_min_dcf"]["A02"]
     assert set(metrics["per_source_min_dcf"]) == {"a", "b"} and "min_dcf" in metrics
+    assert metrics["reals_called_fake"]["rate"] == 1.0 and metrics["fakes_called_real"]["rate"] == 0.0
+    assert metrics["zones"] == {"real": {"real": 0, "uncertain": 0, "fake": 2},
+                                "fake": {"real": 0, "uncertain": 0, "fake": 2}}
 
 
 def test_compare_runs_pairs_the_trials_both_scored(tmp_path: Path) -> None:

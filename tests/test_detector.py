@@ -17,7 +17,8 @@ from soundsentry.fusion import FUSION_FILE, Fusion, logit
 from soundsentry.models.classifier import SCALER_FILE, load_tkan_artifacts
 from soundsentry.models.resemblyzer import LAYER_NAMES, SpeakerNetwork
 from soundsentry.models.tkan import FeatureSpec, tkan_features
-from soundsentry.rollup import duration_category
+from soundsentry.report import SegmentResult
+from soundsentry.rollup import duration_category, label, overall_verdict, roll_up_speakers, zone
 from soundsentry.scorers import REGISTRY, load_member
 from soundsentry.speech.segments import SegmentConfig, scoring_segments, single_speaker_annotation
 from soundsentry.speech.vad import SileroVad
@@ -108,6 +109,29 @@ def test_detector_scores_speech(detector: Detector, speech_wav: Path) -> None:
     assert body["duration_config"]["threshold"] == pytest.approx(detector.thresholds[category], abs=1e-4)
     assert all(set(d["scores"]) == set(detector.members) for d in body["details"])
     assert all(0 <= d["start"] < d["end"] <= report.duration + 1e-6 for d in body["details"])
+    speaker = body["speakers"][0]
+    start = detector.uncertain_from[speaker["category"]]
+    expected = ("fake" if speaker["result"] == "Fake" else "uncertain" if speaker["probability"] >= start else "real")
+    assert speaker["zone"] == body["zone"] == expected
+
+
+def test_zones_between_the_equal_error_point_and_the_operating_threshold() -> None:
+    thresholds = {"very_short": 0.9, "short": 0.7, "normal": 0.6}
+    eer = {"very_short": 0.5, "short": 0.5, "normal": 0.5}
+
+    def segment(speaker: str, start: float, end: float, p: float) -> SegmentResult:
+        return SegmentResult(speaker, start, end, p, label(p, thresholds[duration_category(end - start)]))
+
+    assert [zone(p, 0.7, 0.5) for p in (0.2, 0.5, 0.69, 0.7)] == ["real", "uncertain", "uncertain", "fake"]
+    # A: 4 s at 0.6 (short: uncertain); B: 10 s at 0.3 (normal: real) → Real overall, leaning fake
+    speakers = roll_up_speakers([segment("A", 0, 4, 0.6), segment("B", 4, 14, 0.3)], thresholds, 1.0, eer)
+    assert [(s.speaker, s.result, s.zone) for s in speakers] == [("A", "Real", "uncertain"), ("B", "Real", "real")]
+    assert overall_verdict(speakers)[0::2] == ("Real", "uncertain")
+    # A at 0.95 → Fake overall; without an operating point there is no uncertain zone
+    speakers = roll_up_speakers([segment("A", 0, 4, 0.95), segment("B", 4, 14, 0.55)], thresholds, 1.0, eer)
+    assert overall_verdict(speakers)[0::2] == ("Fake", "fake")
+    plain = roll_up_speakers([segment("A", 0, 4, 0.6)], thresholds, 1.0)
+    assert plain[0].zone == "real" and overall_verdict(plain)[2] == "real"
 
 
 @pytest.mark.parametrize("fixture", ["silence_wav", "noise_wav"])

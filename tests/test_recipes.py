@@ -13,7 +13,7 @@ import soundfile as sf
 
 from soundsentry import cli
 from soundsentry.constants import CHECKOUT, SAMPLE_RATE
-from soundsentry.training import recipes, train_flatness, train_fusion
+from soundsentry.training import fit_operating_point, recipes, train_flatness, train_fusion
 from soundsentry.training.spoofs import griffin_lim_resynthesis
 from tests.conftest import speak
 
@@ -42,6 +42,9 @@ def test_the_shipped_fusion_and_flatness_came_from_their_recipes() -> None:
     fusion = json.loads((CHECKOUT / "data" / "fusion.json").read_text())["metadata"]["command"]
     recipe = recipes.load_recipe(CHECKOUT / "configs" / "17_fusion.toml")
     assert _recorded_args(fusion, train_fusion.parse_args) == vars(recipes.check(recipe))
+    point = json.loads((CHECKOUT / "data" / "fusion.json").read_text())["metadata"]["operating_point"]["command"]
+    recipe = recipes.load_recipe(CHECKOUT / "configs" / "20_operating_point.toml")
+    assert _recorded_args(point, fit_operating_point.parse_args) == vars(recipes.check(recipe))
     flatness = joblib.load(CHECKOUT / "data" / "flatness.joblib")["metadata"]["command"]
     recipe = recipes.load_recipe(CHECKOUT / "configs" / "16_flatness.toml")
     assert _recorded_args(flatness, train_flatness.parse_args) == vars(recipes.check(recipe))

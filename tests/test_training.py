@@ -16,7 +16,7 @@ import pytest
 from soundsentry import cli
 from soundsentry.audio import decode_file
 from soundsentry.detector import Detector, DetectorConfig
-from soundsentry.evaluation.metrics import bootstrap_eer, compute_eer, expected_calibration_error
+from soundsentry.evaluation.metrics import bootstrap_eer, bootstrap_rate, compute_eer, expected_calibration_error
 from soundsentry.models.classifier import load_tkan_artifacts
 from soundsentry.training import (
     feature_extractor,
@@ -84,6 +84,17 @@ def test_bootstrap_interval_of_the_eer() -> None:
     assert chunks["eer"] == pytest.approx(files["eer"]) and chunks["interval"] == pytest.approx(files["interval"])
     with pytest.raises(ValueError, match="fake and one real"):
         bootstrap_eer(np.ones(4), np.arange(4.0), np.arange(4))
+
+
+def test_bootstrap_interval_of_a_rate() -> None:
+    hits = np.array([True] * 10 + [False] * 90)
+    result = bootstrap_rate(hits, np.arange(100), resamples=300)
+    low, high = result["interval"]
+    assert result["rate"] == 0.1 and result["trials"] == 100 and 0.03 < low < 0.1 < high < 0.18
+    # chunks of one file move together: ten files of ten chunks give a wider interval than 100 files
+    grouped = bootstrap_rate(hits, np.repeat(np.arange(10), 10), resamples=300)
+    assert grouped["rate"] == 0.1 and grouped["interval"][1] - grouped["interval"][0] > high - low
+    assert bootstrap_rate(np.array([], dtype=bool), np.array([]))["trials"] == 0
 
 
 def test_extract_train_load_and_evaluate(labelled_dir: Path, tmp_path: Path) -> None:

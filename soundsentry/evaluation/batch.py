@@ -20,7 +20,7 @@ from soundsentry.audio import SAMPLE_RATE, decode_audio, encode_audio
 from soundsentry.datasets import AudioItem
 from soundsentry.detector import Detector
 from soundsentry.errors import SoundSentryError
-from soundsentry.evaluation.metrics import binary_report, bootstrap_eer, min_dcf, per_group
+from soundsentry.evaluation.metrics import binary_report, bootstrap_eer, bootstrap_rate, min_dcf, per_group
 from soundsentry.fusion import MEMBERS
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ class Prediction:
     status: str  # "ok" | "no_speech" | "error"
     probability: float = float("nan")
     overall: str = ""
+    zone: str = ""  # real | uncertain | fake (soundsentry.rollup.zone)
     category: str = ""
     speakers: int = 0
     error: str = ""
@@ -42,7 +43,7 @@ class Prediction:
     def row(self) -> dict[str, Any]:
         return {
             "path": str(self.item.path), "chunk": self.chunk, "label": self.item.label_name, "source": self.item.source,
-            "system": self.item.system, "status": self.status, "overall": self.overall,
+            "system": self.item.system, "status": self.status, "overall": self.overall, "zone": self.zone,
             "probability": f"{self.probability:.6f}", "category": self.category,
             "speakers": self.speakers, "processing_ms": f"{self.processing_ms:.1f}", "error": self.error,
             **{f"score_{m}": f"{self.member_scores[m]:.6f}" if m in self.member_scores else "" for m in MEMBERS},
@@ -90,7 +91,7 @@ def predict_items(
                 continue
             status = "no_speech" if report.overall == "No Speech" else "ok"
             predictions.append(Prediction(
-                item, status, probability=report.mean_probability, overall=report.overall,
+                item, status, probability=report.mean_probability, overall=report.overall, zone=report.zone or "",
                 category=report.category, speakers=len(report.speakers), chunk=name,
                 processing_ms=sum(report.timings_ms.values()), member_scores=_member_means(report),
             ))
@@ -173,11 +174,17 @@ def summarise(predictions: list[Prediction], thresholds: dict[str, float]) -> di
     report = binary_report(labels, arrays["verdicts"], 0.5)  # accuracy/precision/recall/f1/confusion of the verdicts
     for key in ("accuracy", "precision", "recall", "f1", "confusion_matrix"):
         summary[key] = report[key]
+    files = np.array([str(p.item.path) for p in scored])
+    verdicts = arrays["verdicts"].astype(bool)
+    # the operating point as a user meets it: how often each class gets the other's verdict (files resampled)
+    summary["reals_called_fake"] = bootstrap_rate(verdicts[labels == 0], files[labels == 0])
+    summary["fakes_called_real"] = bootstrap_rate(~verdicts[labels == 1], files[labels == 1])
+    summary["zones"] = {name: {zone: sum(p.zone == zone for p, lab in zip(scored, labels, strict=True) if lab == label)
+                               for zone in ("real", "uncertain", "fake")} for name, label in (("real", 0), ("fake", 1))}
     summary["threshold"] = thresholds.get("normal")
     if 0 < labels.sum() < labels.size:
         by_score = binary_report(labels, scores, thresholds.get("normal", 0.5))
         # files are the resampled unit of the bootstrap intervals: the chunks of one file stand or fall together
-        files = np.array([str(p.item.path) for p in scored])
         for key in ("eer", "eer_threshold", "roc_auc", "min_dcf", "ece"):
             summary[key] = by_score[key]
         for name, groups in (("source", arrays["sources"]), ("system", arrays["systems"])):

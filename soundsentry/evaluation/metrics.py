@@ -109,6 +109,24 @@ def binary_report(labels: np.ndarray, fake_scores: np.ndarray, threshold: float)
     return report
 
 
+def bootstrap_rate(hits: np.ndarray, clusters: np.ndarray, *, resamples: int = 1000, level: float = 0.95,
+                   seed: int = 0) -> dict:
+    """A share of trials (``hits``: booleans) with its percentile interval from a bootstrap over
+    ``clusters`` (the chunks of one file are drawn together): ``{"rate", "interval", "trials"}``."""
+    hits = np.asarray(hits, dtype=bool)
+    clusters = np.asarray(clusters)
+    if hits.size == 0:
+        return {"rate": float("nan"), "interval": [float("nan"), float("nan")], "trials": 0}
+    names, index = np.unique(clusters, return_inverse=True)
+    sums = np.bincount(index, weights=hits.astype(float), minlength=names.size)
+    counts = np.bincount(index, minlength=names.size)
+    draws = np.random.default_rng(seed).integers(0, names.size, size=(resamples, names.size))
+    rates = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    tail = (1.0 - level) / 2.0
+    bounds = [float(np.quantile(rates, tail)), float(np.quantile(rates, 1 - tail))]
+    return {"rate": float(hits.mean()), "interval": bounds, "trials": int(hits.size)}
+
+
 def bootstrap_eer(
     labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray, *, paired: dict[str, np.ndarray] | None = None,
     resamples: int = 1000, level: float = 0.95, seed: int = 0,

@@ -89,6 +89,14 @@ def thresholds_of(fusion: Fusion | None, members: Mapping[str, Scorer]) -> dict[
     return dict(member.thresholds)
 
 
+def uncertain_from(fusion: Fusion | None, thresholds: Mapping[str, float]) -> dict[str, float]:
+    """Where each category's ``uncertain`` zone begins: the calibration's equal-error thresholds that an
+    operating point (:mod:`soundsentry.training.fit_operating_point`) raised the decision thresholds from,
+    never above the decision threshold; without an operating point, the decision thresholds (no zone)."""
+    eer = (fusion.metadata.get("operating_point", {}).get("eer_thresholds", {}) if fusion is not None else {})
+    return {category: min(float(eer.get(category, value)), value) for category, value in thresholds.items()}
+
+
 def load_fusion(directory: Path) -> Fusion | None:
     """``directory/fusion.json``, or ``None`` when there is none (single-member mode)."""
     path = directory / FUSION_FILE

@@ -113,7 +113,7 @@ def _package_version(name: str) -> str:
         return "not installed"
 
 
-def _debian_version(package: str) -> str:
+def debian_version(package: str) -> str:
     if not shutil.which("dpkg-query"):
         return "unknown"
     done = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False)
@@ -140,7 +140,7 @@ class Installed:
 
     def version(self) -> str:
         versions = [f"{d} {_package_version(d)}" for d in self.modules.values()]
-        return ", ".join(versions + [f"{deb} {_debian_version(deb)}" for deb in self.debs])
+        return ", ".join(versions + [f"{deb} {debian_version(deb)}" for deb in self.debs])
 
 
 class TtsGenerator(Installed):
