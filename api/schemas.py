@@ -66,6 +66,7 @@ class PredictResponse(BaseModel):
     audio: AudioOut | None = Field(None, description="absent when no speech was found")
     message: str | None = None
     filename: str | None = None
+    rttm: str | None = Field(None, description="the speaker turns in RTTM, when the request asked (rttm=true)")
 
 
 class BatchItem(BaseModel):

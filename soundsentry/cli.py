@@ -54,7 +54,7 @@ def serve_main(argv: list[str] | None = None) -> int:
 
 
 def predict_main(argv: list[str] | None = None) -> int:
-    """``soundsentry predict FILE... [--use-diarization] [--json] [--data-dir DIR]``."""
+    """``soundsentry predict FILE... [--use-diarization] [--json | --rttm] [--data-dir DIR]``."""
     from soundsentry.detector import Detector, DetectorConfig
     from soundsentry.errors import SoundSentryError
 
@@ -62,7 +62,10 @@ def predict_main(argv: list[str] | None = None) -> int:
                                      "AI-generated? One line per file, or the full report with --json.")
     parser.add_argument("files", type=Path, nargs="+")
     parser.add_argument("--use-diarization", action="store_true")
-    parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the full report as JSON")
+    output.add_argument("--rttm", action="store_true",
+                        help="print the speaker turns as RTTM (uri: the file name's stem), for pyannote.metrics")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="model directory (default: shipped)")
     args = parser.parse_args(argv)
     try:
@@ -80,8 +83,10 @@ def predict_main(argv: list[str] | None = None) -> int:
             continue
         if args.json:
             sys.stdout.write(json.dumps({"file": str(path), **report.serialize()}, indent=2) + "\n")
+        elif args.rttm:
+            sys.stdout.write(report.rttm(path.stem))
         else:
-            speakers = ", ".join(f"{s.speaker} {s.result} {s.probability:.2f}" for s in report.speakers)
+            speakers = ", ".join(f"{s.speaker} {s.result} ({s.zone}) {s.probability:.2f}" for s in report.speakers)
             sys.stdout.write(f"{path}\t{report.overall}\tP(fake)={report.mean_probability:.3f}\t"
                              f"confidence={report.confidence:.2f}\t{speakers or report.message}\n")
     return 1 if failed else 0

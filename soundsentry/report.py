@@ -116,6 +116,21 @@ class Report:
     def band_limited(self) -> bool:
         return self.band_edge_hz is not None and self.band_edge_hz < BAND_LIMITED_HZ
 
+    def rttm(self, uri: str = "upload") -> str:
+        """The speaker turns as RTTM (``SPEAKER uri 1 start duration <NA> <NA> speaker <NA> <NA>``, one line
+        per turn), for pyannote.metrics and other diarization tools. A turn is the scored segments of one
+        speaker that follow each other without a gap; ``uri`` loses its whitespace."""
+        uri = "_".join(uri.split()) or "upload"
+        turns: list[list] = []
+        for segment in sorted(self.segments, key=lambda s: (s.start, s.speaker)):
+            last = next((t for t in reversed(turns) if t[0] == segment.speaker), None)
+            if last is not None and last is turns[-1] and segment.start - last[2] < 1e-3:
+                last[2] = max(last[2], segment.end)
+            else:
+                turns.append([segment.speaker, segment.start, segment.end])
+        return "".join(f"SPEAKER {uri} 1 {start:.3f} {end - start:.3f} <NA> <NA> {speaker} <NA> <NA>\n"
+                       for speaker, start, end in turns)
+
     def serialize(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "overall": self.overall,

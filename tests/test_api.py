@@ -78,7 +78,36 @@ def test_two_speakers_with_diarization(client: TestClient, two_speaker_wav: Path
     assert body["duration_config"]["use_diarization"] is True
     assert len(body["speakers"]) == 2
     without = post_file(client, two_speaker_wav).json()
-    assert len(without["speakers"]) == 1
+    assert len(without["speakers"]) == 1 and without["rttm"] is None
+
+
+def test_predict_command_writes_rttm(two_speaker_wav: Path, capsys) -> None:
+    from soundsentry.cli import predict_main
+
+    assert predict_main([str(two_speaker_wav), "--use-diarization", "--rttm"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert len({f[7] for f in lines}) == 2 and all(f[:3] == ["SPEAKER", two_speaker_wav.stem, "1"] for f in lines)
+
+
+def test_speaker_turns_as_rttm(client: TestClient, two_speaker_wav: Path) -> None:
+    """rttm=true answers the turns in RTTM that pyannote reads back into the same speakers and times."""
+    from pyannote.core import Annotation, Segment
+
+    body = post_file(client, two_speaker_wav, name="two voices.wav", use_diarization="true", rttm="true").json()
+    lines = [line.split() for line in body["rttm"].splitlines()]
+    assert lines and all(len(f) == 10 and f[0] == "SPEAKER" and f[1] == "two_voices" and f[2] == "1" for f in lines)
+    annotation = Annotation(uri="two_voices")
+    for fields in lines:
+        start, duration = float(fields[3]), float(fields[4])
+        assert duration > 0
+        annotation[Segment(start, start + duration)] = fields[7]
+    assert set(annotation.labels()) == {s["speaker"] for s in body["speakers"]}
+    for label in annotation.labels():
+        scored = sum(d["end"] - d["start"] for d in body["details"] if d["speaker"] == label)
+        assert annotation.label_duration(label) == pytest.approx(scored, abs=0.01)
+    # turns, not scoring pieces: no two lines of one speaker touch
+    turns = sorted((float(f[3]), float(f[3]) + float(f[4]), f[7]) for f in lines)
+    assert all(not (a[2] == b[2] and abs(b[0] - a[1]) < 1e-3) for a, b in zip(turns, turns[1:], strict=False))
 
 
 def test_bad_uploads_get_clear_4xx(client: TestClient, tmp_path: Path, encode_as) -> None:

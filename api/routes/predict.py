@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
@@ -48,12 +50,15 @@ def read_upload(upload: UploadFile, limits: DecodeLimits) -> bytes:
 
 
 def analyse(detector: Detector, upload: UploadFile, use_diarization: bool, limits: DecodeLimits,
-            deadline: Deadline) -> dict:
+            deadline: Deadline, rttm: bool = False) -> dict:
     start = time.perf_counter()
     report = detector.predict_bytes(read_upload(upload, limits), filename=upload.filename,
                                     use_diarization=use_diarization, limits=limits, deadline=deadline)
-    return {**report.serialize(), "processing_time_ms": round((time.perf_counter() - start) * 1000, 2),
+    body = {**report.serialize(), "processing_time_ms": round((time.perf_counter() - start) * 1000, 2),
             "filename": upload.filename}
+    if rttm:
+        body["rttm"] = report.rttm(Path(upload.filename or "upload").stem)
+    return body
 
 
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS)
@@ -63,10 +68,11 @@ def predict(
     gate: GateDep,
     audio: Annotated[UploadFile, File(description="the recording: WAV, MP3, WEBM/Opus, OGG, M4A/AAC, FLAC")],
     use_diarization: Annotated[bool, Form(description="split the speech per speaker first")] = False,
+    rttm: Annotated[bool, Form(description="also answer the speaker turns as RTTM (field `rttm`)")] = False,
 ) -> dict:
     with gate.slot():
         limits = settings.decode_limits(use_diarization)
-        return bounded(gate, settings, analyse, detector, audio, use_diarization, limits)
+        return bounded(gate, settings, partial(analyse, rttm=rttm), detector, audio, use_diarization, limits)
 
 
 def bounded(gate: AdmissionGate, settings: Settings, function: Callable[..., dict], *args: Any) -> dict:
