@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from soundsentry.rollup import CATEGORIES
+from soundsentry.training.make_reals import SOURCES
 from soundsentry.training.make_spoofs import say
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     items = [item for path in args.reals for item in load_items(path) if item.label == 0]
     detector = Detector.load(DetectorConfig(data_dir=args.output_dir))
-    fusion = Fusion.load(fusion_path)
+    fusion = detector.fusion  # the one the detector loaded from fusion_path
     previous = fusion.metadata.get("operating_point", {})
     eer_thresholds = previous.get("eer_thresholds", dict(fusion.thresholds))
     trials = score_reals(detector, items)
@@ -200,6 +201,4 @@ def main(argv: list[str] | None = None) -> int:
 
 def package_of(source: str) -> str:
     """The Debian package a real source of :mod:`soundsentry.training.make_reals` comes from."""
-    from soundsentry.training.make_reals import SOURCES
-
     return SOURCES[source].package if source in SOURCES else source

@@ -78,7 +78,7 @@ SOURCES = {
 JOIN_GAP_S = 0.3
 
 
-def join_clips(source: RealSource, files: list[Path], output_dir: Path) -> list[Path]:
+def join_clips(source: RealSource, files: list[Path], output_dir: Path) -> list[tuple[Path, Path]]:
     """Each speaker's clips, in order, joined with :data:`JOIN_GAP_S` of silence into recordings of at
     least ``source.join_s`` (a shorter rest is dropped), at the first clip's rate (clips at another
     rate are left out). Returns (written FLAC, its first clip) pairs."""
