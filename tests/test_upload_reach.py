@@ -49,27 +49,29 @@ def unreached(watchers: Watchers, monkeypatch: pytest.MonkeyPatch) -> Iterator[W
 # ----------------------------------------------------------------------------- the control
 
 
-def test_watchers_see_a_decoder_that_follows_references(watchers: Watchers, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watchers_see_a_decoder_that_follows_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Decoders left to probe do reach out: torchcodec (the service's in-process decoder until this
     check existed) fetches the URL a DASH manifest names, and PyAV probing an ffconcat list opens the
-    marker. So the watchers are not blind."""
+    marker. So the watchers are not blind. (Watchers of its own: a decoder that opens the marker twice
+    could otherwise be seen a moment late, in the next test.)"""
     import io
 
     import av
     from torchcodec.decoders import AudioDecoder
 
-    monkeypatch.chdir(watchers.marker.parent)
-    watchers.clear()
-    payloads = reference_payloads(watchers)
-    with contextlib.suppress(RuntimeError, ValueError):
-        AudioDecoder(payloads["dash-http"])
-    with contextlib.suppress(av.FFmpegError, ValueError), av.open(io.BytesIO(payloads["ffconcat-relative"])) as source:
-        for _ in source.decode(audio=0):
-            pass
-    deadline = time.monotonic() + 5
-    while not (watchers.connections and watchers.marker_opened.is_set()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert watchers.connections and watchers.marker_opened.is_set(), watchers.reached()
+    with watching(tmp_path) as watchers:
+        monkeypatch.chdir(watchers.marker.parent)
+        payloads = reference_payloads(watchers)
+        with contextlib.suppress(RuntimeError, ValueError):
+            AudioDecoder(payloads["dash-http"])
+        with (contextlib.suppress(av.FFmpegError, ValueError),
+              av.open(io.BytesIO(payloads["ffconcat-relative"])) as source):
+            for _ in source.decode(audio=0):
+                pass
+        deadline = time.monotonic() + 5
+        while not (watchers.connections and watchers.marker_opened.is_set()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watchers.connections and watchers.marker_opened.is_set(), watchers.reached()
 
 
 # ----------------------------------------------------------------------------- the cases
