@@ -23,7 +23,7 @@ esac
 
 VENV=.venv
 REQ_FILES=(requirements.txt requirements-nodeps.txt pyproject.toml)
-[[ $MODE == dev ]] && REQ_FILES+=(requirements-dev.txt requirements-zoo.txt)
+[[ $MODE == dev ]] && REQ_FILES+=(requirements-dev.txt requirements-zoo.txt requirements-dev-nodeps.txt)
 log() { echo "[setup] $*"; }
 die() { echo "[setup] ERROR: $*" >&2; exit 1; }
 
@@ -93,6 +93,10 @@ else
   # provides webrtcvad-wheels and librosa instead, so install it without deps.
   log "installing requirements-nodeps.txt (--no-deps)"
   "$VENV/bin/pip" install -q --no-deps -r requirements-nodeps.txt
+  if [[ $MODE == dev ]]; then
+    log "installing requirements-dev-nodeps.txt (--no-deps)"
+    "$VENV/bin/pip" install -q --no-deps -r requirements-dev-nodeps.txt
+  fi
   # the project itself, editable: the checkout is the package, and .venv/bin/soundsentry its command
   log "installing soundsentry (editable, pyproject.toml)"
   "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e .

@@ -42,6 +42,7 @@ from pyannote.core import Annotation, Segment, Timeline
 
 from soundsentry.audio import SAMPLE_RATE, decode_file
 from soundsentry.constants import CHECKOUT
+from soundsentry.models.speaker_networks import SPEAKER_NETWORKS
 from soundsentry.speech.vad import SileroVad, VadConfig, find_speech
 
 REPO_ROOT = CHECKOUT
@@ -584,6 +585,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="local pyannote pipeline directory (config.yaml + sub-models); default model/<pipeline>",
     )
+    parser.add_argument(
+        "--speaker-network",
+        choices=SPEAKER_NETWORKS,
+        default="resemblyzer",
+        help="the embedded diarizer's speaker network, with the clustering settings tuned for it",
+    )
     parser.add_argument("--dataset", action="append", choices=DATASETS, help="repeatable; default: all")
     parser.add_argument("--shared-dir", type=Path, default=DEFAULT_SHARED_DIR)
     parser.add_argument("--synthetic-count", type=int, default=24)
@@ -623,9 +630,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return 0
 
-    from soundsentry.speech.diarization import load_speech_backends
+    from dataclasses import replace
+
+    from soundsentry.models.speaker_networks import load_speaker_network
+    from soundsentry.speech.diarization import DiarizerConfig, load_speech_backends
 
     kwargs = {"pyannote_dir": args.pyannote_dir} if args.pyannote_dir else {}
+    if args.backend != "pyannote":
+        network = load_speaker_network(args.speaker_network)
+        settings = getattr(network, "diarizer_settings", {})  # its clustering settings (Resemblyzer: the defaults)
+        kwargs.update(network=network, diarizer_config=replace(DiarizerConfig(), **settings))
     backends = load_speech_backends(args.backend, **kwargs)
     summaries: dict[str, dict[str, float]] = {}
     all_results: list[ItemResult] = []

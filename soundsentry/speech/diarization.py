@@ -39,6 +39,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 
 from soundsentry.constants import CHECKOUT
 from soundsentry.errors import ModelLoadError
+from soundsentry.models.layers import RESEMBLYZER
 from soundsentry.models.resemblyzer import HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES, SpeakerNetwork
 from soundsentry.speech.vad import SileroVad, SpeechRegion, VadConfig
 
@@ -129,6 +130,7 @@ def embed_windows(
     only the embeddings are kept, so memory stays bounded whatever the length of the audio.
     """
     hop_frames = max(1, round(hop_s * FRAMES_PER_S))
+    window_frames = getattr(network, "window_frames", WINDOW_FRAMES)  # another network's own window length
     starts: list[float] = []
     ends: list[float] = []
     owners: list[int] = []
@@ -148,9 +150,9 @@ def embed_windows(
         n_frames = 1 + crop.size // HOP_SAMPLES  # what the centred mel transform gives
         window_starts = network.window_starts(n_frames, hop_frames)
         for group in np.array_split(window_starts, max(1, -(-window_starts.size // batch_windows))):
-            lo, hi = int(group[0]), int(min(group[-1] + WINDOW_FRAMES, n_frames))
+            lo, hi = int(group[0]), int(min(group[-1] + window_frames, n_frames))
             mels = network.mels(crop[lo * HOP_SAMPLES : hi * HOP_SAMPLES])
-            length = min(WINDOW_FRAMES, mels.shape[0])
+            length = min(window_frames, mels.shape[0])
             for frame in group.tolist():
                 pending.append(mels[frame - lo : frame - lo + length])
                 starts.append(region.start + frame / FRAMES_PER_S)
@@ -172,8 +174,11 @@ def _embed_batch(network: SpeakerNetwork, windows: list[torch.Tensor]) -> np.nda
 
     Windows of equal length go through the network as one tensor; mixed lengths are packed, so
     each embedding is read at its own last frame: the network's ``forward`` (3 LSTMs, last frame,
-    linear, ReLU, L2 norm) on each window alone.
+    linear, ReLU, L2 norm) on each window alone. A network with ``embed_feature_windows`` (the
+    adapters of :mod:`soundsentry.models.speaker_networks`) embeds its feature windows itself.
     """
+    if hasattr(network, "embed_feature_windows"):
+        return network.embed_feature_windows(windows)
     lengths = [w.shape[0] for w in windows]
     if len(set(lengths)) == 1:
         return network.net(torch.stack(windows))[1].numpy()
@@ -348,6 +353,8 @@ class EmbeddedDiarizer:
     def __init__(self, network: SpeakerNetwork, config: DiarizerConfig = DiarizerConfig()) -> None:
         self.network = network
         self.config = config
+        if network.name != RESEMBLYZER.name:
+            self.name = f"embedded ({network.name} embeddings + agglomerative clustering + viterbi)"
         self._vad = SileroVad(VadConfig(threshold=config.vad_threshold)) if config.vad_threshold is not None else None
 
     def speech_regions(
