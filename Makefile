@@ -5,7 +5,7 @@ HOST   ?= 0.0.0.0
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-dev serve test lint train zoo operating-point evaluate clean distclean
+.PHONY: help setup setup-dev serve test lint train zoo operating-point rollup evaluate clean distclean
 
 help:
 	@echo "make setup      system tools + .venv with runtime requirements"
@@ -15,6 +15,7 @@ help:
 	@echo "make train      rebuild data/ from ../shared/corpus;  make evaluate  devset figures + model card"
 	@echo "make zoo        render the generator zoo's fakes into cache/zoo (about 10 min)"
 	@echo "make operating-point  refit data/fusion.json's thresholds on Debian-shipped real speech (about 8 min)"
+	@echo "make rollup     refit data/rollup.json, the per-speaker contrast roll-up (about 12 min)"
 	@echo "make clean      remove caches;  make distclean  also removes .venv"
 
 setup:
@@ -34,7 +35,7 @@ lint: setup-dev
 
 # Rebuild every shipped model from ../shared/corpus: the recipes in configs/, in file-name order, each
 # copied beside what it made (data/recipes/ for the shipped artefacts). About 5 h on 2 cores (+10 min the zoo,
-# +8 min the operating point), 2.4 h of it vocoder training (configs/02, 03, 06, 07), 25 min TKAN features,
+# +8 min the operating point, +12 min the roll-up), 2.4 h of it vocoder training (configs/02, 03, 06, 07), 25 min TKAN features,
 # 80 min the two CNN-Transformer seeds; `soundsentry train --dry-run configs/*.toml` lists each step's command and minutes.
 SHARED ?= ../shared
 train: setup-dev
@@ -49,9 +50,15 @@ zoo: setup-dev
 operating-point: setup-dev
 	.venv/bin/soundsentry train --shared $(SHARED) configs/19_reals.toml configs/20_operating_point.toml
 
+# The contrast roll-up alone (configs/21_rollup.toml; about 12 min on one core, 10 of them building 600
+# conversations from cache/reals and cache/zoo): data/rollup.json; then `make evaluate`
+rollup: setup-dev
+	.venv/bin/soundsentry train --shared $(SHARED) configs/21_rollup.toml
+
 evaluate: setup
 	$(PYTHON) -m scripts.run_test --test-dir $(SHARED)/devset --output-dir results/devset
 	$(PYTHON) -m scripts.run_test --test-dir $(SHARED)/devset --output-dir results/devset_webm --browser-chunks
+	$(PYTHON) -m scripts.evaluate_conversations --devset $(SHARED)/devset --output-dir results/conversations
 	$(PYTHON) -m scripts.model_card --devset-metrics results/devset/metrics.json \
 	  --browser-metrics results/devset_webm/metrics.json
 

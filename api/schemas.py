@@ -36,6 +36,9 @@ class SpeakerOut(BaseModel):
     segments: int
     counted: bool = Field(description="had enough speech to take part in the overall verdict")
     zone: Literal["real", "uncertain", "fake"] = Field(description=ZONE_HELP)
+    own_probability: float = Field(description="P(fake) of this speaker's segments alone; with two or more counted "
+                                               "speakers, probability and result judge it against the others "
+                                               "of the recording (the contrast roll-up, data/rollup.json)")
 
 
 class DurationConfig(BaseModel):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pyannote.core import Annotation, Segment, Timeline
 
 from soundsentry.audio import DecodeLimits, Waveform, decode_audio
 from soundsentry.bandwidth import BAND_LIMITED_HZ, band_edge_hz
@@ -40,7 +41,17 @@ from soundsentry.deadline import Deadline
 from soundsentry.fusion import Fusion
 from soundsentry.models.resemblyzer import SpeakerNetwork
 from soundsentry.report import Report, SegmentResult, without_paths
-from soundsentry.rollup import CATEGORIES, duration_category, label, overall_verdict, roll_up_speakers, weighted_mean
+from soundsentry.rollup import (
+    CATEGORIES,
+    ROLLUP_FILE,
+    ConversationRollup,
+    duration_category,
+    label,
+    load_rollup,
+    overall_verdict,
+    roll_up_speakers,
+    weighted_mean,
+)
 from soundsentry.scorers import REGISTRY, LoadContext, Scorer, load_fusion, load_members, thresholds_of, uncertain_from
 from soundsentry.speech.diarization import BackendChoice, DiarizerConfig, SpeechBackends, load_speech_backends
 from soundsentry.speech.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
@@ -107,13 +118,14 @@ class Detector:
 
     def __init__(
         self, config: DetectorConfig, speech: SpeechBackends, members: Mapping[str, Scorer],
-        fusion: Fusion | None = None,
+        fusion: Fusion | None = None, rollup: ConversationRollup | None = None,
     ) -> None:
         self.config = config
         self.speech = speech
         self.vad = speech.vad
         self.diarizer = speech.diarizer
         self.fusion = fusion
+        self.rollup = rollup
         self.members = dict(members)
         expected = fusion.active_members if fusion is not None else tuple(self.members)[:1]
         if tuple(self.members) != expected:
@@ -147,7 +159,7 @@ class Detector:
             config.diarization_backend, network=network, vad_config=config.vad,
             diarizer_config=config.diarizer, pyannote_dir=config.pyannote_dir,
         )
-        return cls(config, speech, members, fusion)
+        return cls(config, speech, members, fusion, load_rollup(config.data_dir))
 
     def _describe_models(self) -> dict[str, str]:
         """Names and versions of what is loaded, as reports and ``/info`` show them (no server paths)."""
@@ -162,6 +174,8 @@ class Detector:
                 if self.fusion is not None else f"none ({next(iter(self.members))} alone)"
             ),
             "diarization": self.diarizer.name,
+            "rollup": (f"contrast between speakers ({ROLLUP_FILE})" if self.rollup is not None
+                       else "each speaker alone"),
             "diarization_backend": self.speech.describe(),
         }
         return without_paths(lines)
@@ -181,7 +195,12 @@ class Detector:
         report.timings_ms["decode"] = decode_ms
         return report
 
-    def predict(self, waveform: Waveform, *, use_diarization: bool = False, deadline: Deadline | None = None) -> Report:
+    def predict(
+        self, waveform: Waveform, *, use_diarization: bool = False, deadline: Deadline | None = None,
+        turns: Annotation | None = None,
+    ) -> Report:
+        """``turns``: speaker turns known beforehand (an RTTM's): they replace the diarizer, and scoring
+        keeps the part of them the VAD finds speech in."""
         timer = _Timer(deadline)
         samples = waveform.samples
         if self.config.denoise:
@@ -193,11 +212,12 @@ class Detector:
         segments: list[ScoringSegment] = []
         if speech >= self.config.min_speech_s:
             with timer.stage("diarization" if use_diarization else "segmentation"):
-                annotation = (
-                    self.diarizer(samples, regions, speech_probabilities=probabilities)
-                    if use_diarization
-                    else single_speaker_annotation(regions)
-                )
+                if turns is not None:
+                    annotation = turns.crop(Timeline([Segment(r.start, r.end) for r in regions]), mode="intersection")
+                elif use_diarization:
+                    annotation = self.diarizer(samples, regions, speech_probabilities=probabilities)
+                else:
+                    annotation = single_speaker_annotation(regions)
                 segments = scoring_segments(annotation, self.config.segments)
         if not segments:
             return self._no_speech(waveform, speech, use_diarization, timer.ms)
@@ -221,6 +241,9 @@ class Detector:
                 )
             )
         speakers = roll_up_speakers(results, thresholds, self.config.min_speaker_speech_s, self.uncertain_from)
+        mean_probability = weighted_mean([s.probability for s in results], [s.duration for s in results])
+        if self.rollup is not None:
+            speakers = self.rollup.apply(speakers, mean_probability)
         overall, certainty, zone = overall_verdict(speakers)
         scored = sum(s.duration for s in results)
         category = duration_category(scored)
@@ -228,7 +251,7 @@ class Detector:
             edge = band_edge_hz(samples, [(s.start, s.end) for s in segments])
         return Report(
             overall=overall,
-            mean_probability=weighted_mean([s.probability for s in results], [s.duration for s in results]),
+            mean_probability=mean_probability,
             confidence=certainty,
             segments=results,
             speakers=speakers,
@@ -280,6 +303,7 @@ class Detector:
             "thresholds": self.thresholds,
             "uncertain_from": self.uncertain_from,
             "fusion": self.fusion.to_dict() if self.fusion is not None else None,
+            "rollup": self.rollup.to_dict() if self.rollup is not None else None,
             "members": {name: scorer.info() for name, scorer in self.members.items()},
             "config": {
                 "min_speech_s": self.config.min_speech_s,

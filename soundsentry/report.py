@@ -77,6 +77,8 @@ class SpeakerResult:
     segments: int
     counted: bool  # had enough speech to take part in the overall verdict
     zone: Zone = "real"  # soundsentry.rollup.zone
+    # judged by contrast to the other speakers (soundsentry.rollup.ConversationRollup): its P(fake) alone
+    own_probability: float | None = None
 
     def serialize(self) -> dict[str, Any]:
         return {
@@ -89,6 +91,7 @@ class SpeakerResult:
             "threshold": round(self.threshold, 4),
             "segments": self.segments,
             "counted": self.counted,
+            "own_probability": round(self.own_probability if self.own_probability is not None else self.probability, 4),
         }
 
 

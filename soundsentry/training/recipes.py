@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 #: the steps a recipe may name (each a module of soundsentry.training with ``parse_args`` and ``main``)
 STEPS = ("make_spoofs", "make_zoo", "train_vocoder", "make_neural_spoofs", "make_band_spoofs", "feature_extractor",
          "train_classifier", "train_cnn_transformer", "train_flatness", "train_fusion", "make_reals",
-         "fit_operating_point")
+         "fit_operating_point", "fit_rollup")
 RECORD_DIR = "recipes"
 
 
