@@ -59,6 +59,7 @@ evaluate: setup
 	$(PYTHON) -m scripts.run_test --test-dir $(SHARED)/devset --output-dir results/devset
 	$(PYTHON) -m scripts.run_test --test-dir $(SHARED)/devset --output-dir results/devset_webm --browser-chunks
 	$(PYTHON) -m scripts.evaluate_conversations --devset $(SHARED)/devset --output-dir results/conversations
+	$(PYTHON) -m scripts.check_shortcuts --data $(SHARED)/corpus/manifest.csv --output results/shortcuts_corpus.json
 	$(PYTHON) -m scripts.model_card --devset-metrics results/devset/metrics.json \
 	  --browser-metrics results/devset_webm/metrics.json
 

@@ -162,6 +162,21 @@ def fusion_section(path: Path) -> list[str]:
                     "the target on another.", ""]
 
 
+def shortcuts_section(path: Path) -> list[str]:
+    """What trivial properties of the training files (``scripts.check_shortcuts``) say about their label."""
+    found = json.loads(path.read_text())
+    worst = sorted(found["eer_per_feature"].items(), key=lambda item: item[1])[:3]
+    return ["## Shortcuts in the training data", "",
+            f"`python -m scripts.check_shortcuts` on `../shared/corpus` (the reals and ALGAN-VC fakes the "
+            f"scorers train on, without the fakes made from it; {found['files']} files, {found['fakes']} fake): "
+            f"trivial properties alone ({', '.join(found['features'])}; gradient "
+            f"boosting, speaker-disjoint folds) tell fake from real at **{pct(found['eer_all_features'])} EER** "
+            "(50 % would mean no shortcut); alone: "
+            + ", ".join(f"{name} {pct(eer)}" for name, eer in worst)
+            + ". A scorer trained on these files can lean on them; the devset figures below are the check that "
+            "matters.", ""]
+
+
 def rollup_section(path: Path, conversations: Path | None) -> list[str]:
     """The contrast roll-up: its model, its leave-one-family-out figures, and the devset conversations."""
     rollup = json.loads(path.read_text())
@@ -238,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fusion", type=Path, default=Path("data/fusion.json"))
     parser.add_argument("--flatness", type=Path, default=Path("data/flatness.joblib"))
     parser.add_argument("--rollup", type=Path, default=Path("data/rollup.json"))
+    parser.add_argument("--shortcuts", type=Path, default=Path("results/shortcuts_corpus.json"),
+                        help="scripts.check_shortcuts' results on the training corpus")
     parser.add_argument("--conversations", type=Path, default=Path("results/conversations/results.json"),
                         help="scripts.evaluate_conversations' results.json (devset conversations)")
     parser.add_argument("--output", type=Path, default=Path("data/MODEL_CARD.md"))
@@ -289,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
         lines += fusion_section(args.fusion)
     if args.rollup.is_file():
         lines += rollup_section(args.rollup, args.conversations)
+    if args.shortcuts.is_file():
+        lines += shortcuts_section(args.shortcuts)
     lines += ["## Generalisation: ../shared/devset (never trained or fitted on)", "",
               "Scored through the served path (`soundsentry evaluate --test-dir ../shared/devset`, "
               "`--browser-chunks` for the extension's condition; `make evaluate`). "
