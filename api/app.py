@@ -3,7 +3,8 @@
 Serves through :mod:`api.server` (``python -m api.server``: uvicorn with the connection limits).
 ``--reload`` (development) and ``--workers N`` run uvicorn's own supervisor instead, with the limits
 uvicorn enforces itself (header size, keep-alive, graceful shutdown, trusted proxies) but not the
-launcher's request deadline, connection cap and header-field count.
+launcher's request deadline, connection cap and header-field count. Either way uvicorn's own access
+log is off: the app writes one JSON line per request (``soundsentry.access``, see api/observability.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main() -> None:
 
     if args.reload or args.workers > 1:
         uvicorn.run("api.main:app", host=args.host, port=args.port, reload=args.reload, workers=args.workers,
-                    **uvicorn_options(get_settings()))
+                    access_log=False, **uvicorn_options(get_settings()))
     else:
         serve(["--host", args.host, "--port", str(args.port)])
 

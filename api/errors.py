@@ -1,4 +1,5 @@
-"""Every error leaves as ``{"error_code": ..., "message": ...}`` with a fitting status.
+"""Every error leaves as ``{"error_code": ..., "message": ..., "request_id": ...}`` with a fitting status
+(``request_id``: the request's ``X-Request-ID``, see :mod:`api.observability`).
 
 4xx: the client can fix it (the message says how). 5xx only for server faults, always with an
 ``error_code``: ``model_not_loaded``, ``decoder_unavailable``, ``storage_unavailable``,
@@ -19,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.observability import REQUEST_ID_HEADER, current_record, new_request_id, record_of
 from soundsentry.errors import (
     AudioTooLongError,
     InputError,
@@ -55,9 +57,15 @@ def status_of(error: SoundSentryError) -> int:
 
 
 def error_response(status_code: int, error_code: str, message: str,
-                   headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error_code": error_code, "message": message}, status_code=status_code,
-                        headers=dict(headers) if headers else None)
+                   headers: Mapping[str, str] | None = None, *, request_id: str | None = None) -> JSONResponse:
+    """The JSON error answer; ``request_id`` defaults to the id of the request being served (and the
+    error code is noted for its access line and metrics)."""
+    record = current_record()
+    if record is not None:
+        record.error_code = error_code
+        request_id = request_id or record.request_id
+    body = {"error_code": error_code, "message": message, "request_id": request_id or new_request_id()}
+    return JSONResponse(body, status_code=status_code, headers=dict(headers) if headers else None)
 
 
 class RequestBodyTooLarge(StarletteHTTPException):
@@ -160,5 +168,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "The server failed on this request; it has been logged.")
+        # Starlette answers this one outside the middleware (its outermost layer): name the request explicitly
+        record = record_of(request.scope)
+        request_id = record.request_id if record is not None else new_request_id()
+        if record is not None:
+            record.error_code = "internal_error"
+        log.exception("unexpected error on %s %s (request %s)", request.method, request.url.path, request_id)
+        return error_response(500, "internal_error", "The server failed on this request; it has been logged.",
+                              {REQUEST_ID_HEADER: request_id}, request_id=request_id)

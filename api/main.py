@@ -19,7 +19,14 @@ from api.core.config import Settings, get_settings
 from api.errors import install_error_handlers
 from api.limits import AdmissionGate, TokenBuckets
 from api.middleware import AccessMiddleware, BodyLimitMiddleware, BodyTimeoutMiddleware, ShedMiddleware
-from api.routes import health, predict
+from api.observability import (
+    REQUEST_ID_HEADER,
+    ObservabilityMiddleware,
+    ServiceMetrics,
+    configure_logging,
+    logging_configured,
+)
+from api.routes import health, metrics, predict
 from api.runtime import ModelSlot, UploadSpool
 from soundsentry.audio import available_decoders, ffmpeg_available
 from soundsentry.detector import Detector, DetectorConfig
@@ -32,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if not logging_configured():  # e.g. plain `uvicorn api.main:app`; python -m api.server sets it up itself
+            configure_logging(logging.INFO)
         torch.set_num_threads(settings.effective_torch_threads)
         log.info("capacity: %d concurrent job(s) x %d torch thread(s), %d queued; auth %s; rate limit %s",
                  settings.max_concurrent_jobs, settings.effective_torch_threads, settings.max_queued_jobs,
@@ -61,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.spool = UploadSpool(settings.tmp_dir)
     app.state.gate = AdmissionGate(settings.max_concurrent_jobs, settings.max_queued_jobs,
                                    settings.queue_timeout_s, settings.busy_retry_after_s)
+    app.state.metrics = ServiceMetrics(app.state.gate, app.state.models) if settings.metrics_enabled else None
     buckets = None
     if settings.rate_limit_per_minute > 0:
         burst = settings.rate_limit_burst or max(1, round(settings.rate_limit_per_minute))
@@ -78,11 +88,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_origin_regex=settings.cors_origin_regex,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["*"],
-        expose_headers=["Retry-After"],
+        expose_headers=["Retry-After", REQUEST_ID_HEADER],
     )
+    # outermost: the request id, the metrics and the access line see every answer, CORS refusals included
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(predict.router)
+    if settings.metrics_enabled:
+        app.include_router(metrics.router)
     return app
 
 

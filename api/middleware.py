@@ -10,7 +10,9 @@ neither disk nor CPU). From the outside in:
 5. :class:`BodyTimeoutMiddleware` (innermost): a pause longer than ``body_timeout_s`` between two
    pieces of the body → 408 ``body_timeout``, and the connection is closed.
 
-``/`` , ``/health`` and the OpenAPI pages stay open (no key, no rate limit).
+``/`` , ``/health``, ``/metrics`` and the OpenAPI pages stay open (no key, no rate limit). Outside all
+of these (outermost, in ``api.main``) runs :class:`api.observability.ObservabilityMiddleware`: the
+request id, the metrics and the access line.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from api.limits import AdmissionGate, TokenBuckets
 
 log = logging.getLogger("api")
 
-OPEN_PATHS = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset({"/", "/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 DETECTION_PATHS = frozenset({"/predict", "/batch-predict"})
 API_KEY_HEADER = "x-api-key"
 

@@ -10,6 +10,9 @@ from pydantic import BaseModel, Field
 class ErrorResponse(BaseModel):
     error_code: str
     message: str
+    request_id: str = Field(description="this request's id, also in the X-Request-ID response header and the "
+                                        "access log line: the client's X-Request-ID when sane (1-64 characters "
+                                        "of A-Z a-z 0-9 . _ : -), else generated")
 
 
 class SegmentOut(BaseModel):

@@ -29,6 +29,11 @@ runs uvicorn in this process, on h11, with the connection settings of
 
 The pause between two pieces of a request body (``body_timeout_s``) is bounded by
 :class:`api.middleware.BodyTimeoutMiddleware`, inside the app.
+
+Logging is set up here (:func:`api.observability.configure_logging`): the application's records at
+``--log-level`` to stderr, and one JSON access line per request (logger ``soundsentry.access``, with
+its request id) to stdout. uvicorn's own access log is off, so a request is not logged twice;
+``--no-access-log`` silences the JSON lines too.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import os
 import resource
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +59,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from api.core.config import Settings, get_settings
+from api.observability import configure_logging
 
 log = logging.getLogger("api.server")
 
@@ -76,10 +83,12 @@ Header = tuple[bytes, bytes]
 
 
 def _error(error_code: str, message: str, *extra_headers: Header) -> tuple[list[Header], bytes]:
-    """Headers and body of a JSON error answer that closes the connection (the app's error format)."""
-    body = json.dumps({"error_code": error_code, "message": message}).encode()
+    """Headers and body of a JSON error answer that closes the connection (the app's error format; the
+    request never reached the app, so its id is a fresh one)."""
+    request_id = uuid.uuid4().hex
+    body = json.dumps({"error_code": error_code, "message": message, "request_id": request_id}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close"), *extra_headers]
+               (b"connection", b"close"), (b"x-request-id", request_id.encode()), *extra_headers]
     return headers, body
 
 
@@ -381,15 +390,16 @@ class BoundedShutdownServer(uvicorn.Server):
         os._exit(1)
 
 
-def build_server(settings: Settings, host: str, port: int, *, log_level: str = "info",
-                 access_log: bool = True) -> BoundedShutdownServer:
+def build_server(settings: Settings, host: str, port: int, *, log_level: str = "info") -> BoundedShutdownServer:
+    """The server; uvicorn's access log is off (the app writes one JSON line per request, see
+    :mod:`api.observability`)."""
     fd_limit = raise_fd_limit()
     max_connections, backlog = fit_to_fd_limit(settings.max_connections, fd_limit)
     limits = ConnectionLimits(max_connections=max_connections, header_timeout_s=settings.header_timeout_s,
                               max_header_bytes=settings.max_header_bytes, max_headers=settings.max_headers,
                               shutdown_timeout_s=settings.shutdown_timeout_s)
     options = {**uvicorn_options(settings), "http": limited_protocol(limits), "backlog": backlog}
-    config = uvicorn.Config(APP, host=host, port=port, log_level=log_level, access_log=access_log, **options)
+    config = uvicorn.Config(APP, host=host, port=port, log_level=log_level, access_log=False, **options)
     logging.getLogger("uvicorn.error").addFilter(QuietBadRequests())  # after Config, which sets up logging
     log.info("connections: at most %d open (open-file limit %d, backlog %d), headers %d bytes / %d fields within "
              "%g s, body pauses %g s, keep-alive %g s, shutdown %g s; forwarded headers from %s",
@@ -404,11 +414,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    parser.add_argument("--no-access-log", action="store_true",
+                        help="no JSON access line per request (logger soundsentry.access)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s:     %(message)s")
-    server = build_server(get_settings(), args.host, args.port, log_level=args.log_level,
-                          access_log=not args.no_access_log)
+    configure_logging(args.log_level, access=not args.no_access_log)
+    server = build_server(get_settings(), args.host, args.port, log_level=args.log_level)
     server.run()
     # uvicorn re-raises the signal that stopped it (default action: exit); reaching here means it stopped
     # by itself, e.g. a start-up failure it has logged.

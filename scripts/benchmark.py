@@ -11,8 +11,13 @@ settings unless ``--server-env NAME=VALUE`` says otherwise, and measures:
 - real-time factor (processing time / audio duration) on 60 s and 10 min recordings of
   alternating espeak-ng voices, with and without diarization;
 - peak RSS of the server process (``VmHWM`` from /proc, or psutil when installed);
+- ``GET /metrics`` after the load: scrape latency (client side), server CPU per scrape, size and series;
 - after the server stops, each scorer's cost on the 4 s chunk in this process, on one thread, the ones
-  the shipped fusion does not compute included (TKAN).
+  the shipped fusion does not compute included (TKAN), and what ``api.observability`` adds to a request
+  (request id, metrics, JSON access line), timed in process around a bare ASGI app.
+
+``--observability`` runs only the last two parts about metrics and logs (a short warm-up of chunks first,
+so the series exist): about a minute.
 
 Writes a JSON report (``--output``) and prints a table. Every phase is bounded in requests and
 time; everything stays on the loopback interface. Needs espeak-ng, ffmpeg and httpx
@@ -345,6 +350,11 @@ def benchmark(args: argparse.Namespace) -> dict:
                 report["server_info"] = {k: v for k, v in client.get(f"{server.url}/info").json().items()
                                          if k in ("models", "limits", "capacity")}
             run_clients(server.url, audio.chunk, clients=1, requests=args.warmup, max_seconds=120)  # warm-up
+            with httpx.Client(timeout=60) as client:
+                sample_report = client.post(f"{server.url}/predict",
+                                            files={"audio": ("audio-chunk.webm", audio.chunk, "audio/webm")}).json()
+            if args.observability:
+                return observability_only(args, report, server, audio, sample_report)
 
             emit(f"latency: {args.requests} chunks, one client ...")
             cpu_start = server.cpu_s()
@@ -384,12 +394,128 @@ def benchmark(args: argparse.Namespace) -> dict:
                             "stages_median_ms": summary["stages_median_ms"],
                         })
                     report["real_time_factor"].append(entry)
+            emit(f"metrics: {args.scrapes} scrapes of /metrics ...")
+            report["metrics_scrape"] = time_scrapes(server, args.scrapes)
             report["memory_end_kib"] = server.memory()
+        emit(f"observability overhead: {args.overhead_requests} requests in process ...")
+        report["observability_overhead_us"] = observability_overhead(args.overhead_requests, sample_report)
         emit(f"scorer costs: the 4 s chunk, in process, one thread, median of {args.scorer_repeats} ...")
         report["scorer_costs_ms"] = scorer_costs(audio.chunk, args.scorer_repeats)
     report["load_average_after"] = load_average()
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return report
+
+
+def time_scrapes(server: Server, scrapes: int) -> dict:
+    """``scrapes`` GETs of /metrics on one keep-alive connection: client-side ms, server CPU ms per scrape, and
+    the size of the exposition."""
+    latencies = []
+    with httpx.Client(timeout=10) as client:
+        client.get(f"{server.url}/metrics")
+        cpu_start = server.cpu_s()
+        for _ in range(scrapes):
+            start = time.perf_counter()
+            response = client.get(f"{server.url}/metrics")
+            latencies.append((time.perf_counter() - start) * 1000)
+            response.raise_for_status()
+        cpu_ms = (server.cpu_s() - cpu_start) * 1000 / scrapes
+    text = response.text
+    return {"latency_ms": percentiles(latencies), "server_cpu_ms_per_scrape": round(cpu_ms, 2),
+            "bytes": len(text.encode()), "samples": sum(1 for line in text.splitlines() if not line.startswith("#"))}
+
+
+def observability_overhead(requests: int, sample_report: dict, rounds: int = 5) -> dict[str, float]:
+    """Microseconds per request that ``api.observability`` adds, in this process: its middleware (request id,
+    the metrics, the JSON access line written to /dev/null) around a bare ASGI app, against the bare app,
+    plus what ``/predict`` adds per report (stage and verdict metrics, the line's summary). Best of
+    ``rounds`` rounds of ``requests`` each, so other load on the machine counts as little as possible."""
+    import asyncio
+    import logging
+
+    from api.observability import ACCESS_LOGGER, ObservabilityMiddleware, ServiceMetrics, report_summary
+
+    class Route:
+        path = "/predict"
+
+    async def bare(scope: dict, receive: object, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        return None
+
+    def scope() -> dict:
+        return {"type": "http", "method": "POST", "path": "/predict", "client": ("127.0.0.1", 50000),
+                "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"multipart/form-data")], "route": Route,
+                "state": {}}
+
+    metrics = ServiceMetrics()
+    access = logging.getLogger(ACCESS_LOGGER)
+    saved = access.level, access.propagate, list(access.handlers)
+    devnull = open(os.devnull, "w")  # closed below
+    access.handlers[:] = [logging.StreamHandler(devnull)]
+    access.setLevel(logging.INFO)
+    access.propagate = False
+    wrapped = ObservabilityMiddleware(bare, metrics)
+
+    async def per_request_us(app) -> float:
+        start = time.perf_counter()
+        for _ in range(requests):
+            await app(scope(), receive, send)
+        return (time.perf_counter() - start) / requests * 1e6
+
+    async def measure() -> dict[str, list[float]]:
+        times: dict[str, list[float]] = {"bare": [], "middleware": [], "report": []}
+        for _ in range(rounds):
+            times["bare"].append(await per_request_us(bare))
+            times["middleware"].append(await per_request_us(wrapped))
+            start = time.perf_counter()
+            for _ in range(requests):
+                metrics.observe_report(sample_report)
+                report_summary(sample_report, None)
+            times["report"].append((time.perf_counter() - start) / requests * 1e6)
+        return times
+
+    try:
+        times = asyncio.run(measure())
+    finally:
+        access.setLevel(saved[0])
+        access.propagate = saved[1]
+        access.handlers[:] = saved[2]
+        devnull.close()
+    bare_us, wrapped_us, report_us = min(times["bare"]), min(times["middleware"]), min(times["report"])
+    return {"bare_app_us": round(bare_us, 2), "with_middleware_us": round(wrapped_us, 2),
+            "middleware_added_us": round(wrapped_us - bare_us, 2), "per_report_us": round(report_us, 2),
+            "total_added_per_prediction_us": round(wrapped_us - bare_us + report_us, 2)}
+
+
+def observability_only(args: argparse.Namespace, report: dict, server: Server, audio: BenchAudio,
+                       sample_report: dict) -> dict:
+    """``--observability``: chunks through /predict (so the series exist), then the scrapes; after the server
+    stops, the in-process overhead."""
+    emit(f"observability: {args.requests} chunks, one client, then {args.scrapes} scrapes ...")
+    single = run_clients(server.url, audio.chunk, clients=1, requests=args.requests, max_seconds=args.max_phase_s)
+    report["latency_single_client"] = single.summary()
+    report["metrics_scrape"] = time_scrapes(server, args.scrapes)
+    server.__exit__(None, None, None)
+    report["observability_overhead_us"] = observability_overhead(args.overhead_requests, sample_report)
+    report["load_average_after"] = load_average()
+    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return report
+
+
+def print_observability(report: dict) -> None:
+    scrape, overhead = report["metrics_scrape"], report["observability_overhead_us"]
+    lat = scrape["latency_ms"]
+    emit(f"GET /metrics ({scrape['bytes']} bytes, {scrape['samples']} samples): p50 {lat.get('p50')} ms, "
+         f"p99 {lat.get('p99')} ms, max {lat.get('max')} ms, server CPU {scrape['server_cpu_ms_per_scrape']} ms "
+         "per scrape (target <= 10 ms)")
+    emit(f"observability per request: middleware +{overhead['middleware_added_us']} us (bare app "
+         f"{overhead['bare_app_us']} us), per report +{overhead['per_report_us']} us: "
+         f"{overhead['total_added_per_prediction_us']} us per prediction (target <= 1000 us)")
 
 
 def scorer_costs(chunk: bytes, repeats: int) -> dict[str, float]:
@@ -450,6 +576,8 @@ def print_table(report: dict) -> None:
         emit(f"{row['audio_s']:>7g}s {str(row['use_diarization']):>8} {row.get('processing_ms_median', '-'):>10} "
              f"{row.get('rtf', '-'):>8}  {stages or row['statuses']}")
     emit()
+    print_observability(report)
+    emit()
     mem = report["memory_end_kib"]
     emit(f"server memory: after start-up {report['memory_after_startup_kib']['rss'] / 1024:.0f} MiB, "
          f"at the end {mem['rss'] / 1024:.0f} MiB, peak {mem['peak'] / 1024:.0f} MiB")
@@ -474,22 +602,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="settings for the server, e.g. SOUNDSENTRY_TORCH_THREADS=1 (repeatable)")
     parser.add_argument("--server-log", help="keep the server's log here")
     parser.add_argument("--scorer-repeats", type=int, default=60, help="timed calls of each scorer, in process")
+    parser.add_argument("--scrapes", type=int, default=200, help="timed GET /metrics after the load")
+    parser.add_argument("--overhead-requests", type=int, default=20000,
+                        help="requests per round of the in-process observability timing")
+    parser.add_argument("--observability", action="store_true",
+                        help="only the metrics scrape and the observability overhead (after --requests chunks)")
     args = parser.parse_args(argv)
     if args.quick:
         args.requests, args.warmup, args.throughput_requests, args.scorer_repeats = 20, 2, 24, 5
         args.concurrency, args.long_durations = [1, 4], [60.0]
+    if args.observability:
+        args.long_durations = []
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     report = benchmark(args)
-    print_table(report)
+    if args.observability:
+        print_observability(report)
+    else:
+        print_table(report)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(report, indent=2))
         emit(f"report written to {args.output}")
-    failed = report["latency_single_client"]["errors"] + sum(row["errors"] for row in report["throughput"])
+    failed = report["latency_single_client"]["errors"] + sum(row["errors"] for row in report.get("throughput", []))
     return 1 if failed else 0
 
 

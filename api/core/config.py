@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(64 * 1024, ge=4096, description="largest request line + headers, bytes")
     max_headers: int = Field(100, ge=8, description="most header fields in one request")
     shutdown_timeout_s: float = Field(5.0, gt=0, description="on SIGTERM, requests in flight get this long to finish")
+    # --- what operators see (api/observability.py) ----------------------------------------------
+    metrics_enabled: bool = Field(True, description="serve Prometheus metrics at GET /metrics (open, like /health)")
+    log_filenames: bool = Field(
+        False, description="put the uploaded file name in the access line; off: names may be personal data"
+    )
 
     @field_validator("cors_origins", "api_keys", "trusted_proxies", mode="before")
     @classmethod

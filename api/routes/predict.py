@@ -6,7 +6,9 @@ reads its upload and runs the detector, on one of the gate's own worker threads 
 most ``max_concurrent_jobs`` run, ``max_queued_jobs`` wait, the rest get 503 ``server_busy``. Each
 file's analysis is bounded by ``detection_timeout_s`` (503 ``processing_timeout`` past it, the slot
 freed). The upload (spooled to an anonymous temp file by Starlette, gone when the request ends) is
-read at most ``max_upload_bytes + 1`` bytes, then decoded in memory.
+read at most ``max_upload_bytes + 1`` bytes, then decoded in memory. Each report (and each failed
+file of a batch) is counted in the app's metrics and summarised in the request's access line
+(:mod:`api.observability`): verdict, zone, stage timings, never the audio.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from api.core.config import Settings
 from api.deps import DetectorDep, GateDep, SettingsDep
 from api.limits import AdmissionGate
+from api.observability import ServiceMetrics, record_of, report_summary
 from api.schemas import BatchItem, BatchResponse, ErrorResponse, PredictResponse
 from soundsentry.audio import DecodeLimits
 from soundsentry.deadline import Deadline
@@ -61,8 +64,29 @@ def analyse(detector: Detector, upload: UploadFile, use_diarization: bool, limit
     return body
 
 
+def note_reports(request: Request, settings: Settings, bodies: list[dict | BatchItem], batch: bool) -> None:
+    """Count the reports (or failed files) in the metrics and put their summary in the access line."""
+    metrics: ServiceMetrics | None = request.app.state.metrics
+    summaries = []
+    for item in bodies:
+        if isinstance(item, BatchItem) and item.status == "error":
+            if metrics is not None:
+                metrics.batch_file_errors.labels(item.error_code or "unknown").inc()
+            summaries.append({"error_code": item.error_code}
+                             | ({"filename": item.filename} if settings.log_filenames else {}))
+            continue
+        body = item.result.model_dump() if isinstance(item, BatchItem) else item
+        if metrics is not None:
+            metrics.observe_report(body)
+        summaries.append(report_summary(body, body.get("filename") if settings.log_filenames else None))
+    record = record_of(request.scope)
+    if record is not None:
+        record.details = {"files": summaries} if batch else summaries[0]
+
+
 @router.post("/predict", response_model=PredictResponse, responses=ERRORS)
 def predict(
+    request: Request,
     detector: DetectorDep,
     settings: SettingsDep,
     gate: GateDep,
@@ -72,7 +96,9 @@ def predict(
 ) -> dict:
     with gate.slot():
         limits = settings.decode_limits(use_diarization)
-        return bounded(gate, settings, partial(analyse, rttm=rttm), detector, audio, use_diarization, limits)
+        body = bounded(gate, settings, partial(analyse, rttm=rttm), detector, audio, use_diarization, limits)
+    note_reports(request, settings, [body], batch=False)
+    return body
 
 
 def bounded(gate: AdmissionGate, settings: Settings, function: Callable[..., dict], *args: Any) -> dict:
@@ -85,6 +111,7 @@ def bounded(gate: AdmissionGate, settings: Settings, function: Callable[..., dic
 
 @router.post("/batch-predict", response_model=BatchResponse, responses=ERRORS)
 def batch_predict(
+    request: Request,
     detector: DetectorDep,
     settings: SettingsDep,
     gate: GateDep,
@@ -106,6 +133,7 @@ def batch_predict(
             except (InputError, ProcessingTimeoutError) as error:  # one bad or slow file does not fail the others
                 results.append(BatchItem(filename=name, status="error", error_code=error.error_code,
                                          message=error.message))
+    note_reports(request, settings, results, batch=True)
     successful = sum(item.status == "success" for item in results)
     return BatchResponse(total_files=len(files), successful=successful, failed=len(files) - successful,
                          results=results, processing_time_ms=round((time.perf_counter() - start) * 1000, 2))
