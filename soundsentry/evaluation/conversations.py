@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,21 +199,27 @@ def build_conversation(
     raise ValueError(f"no usable {kind} conversation of {num_speakers} speakers after {attempts} draws")
 
 
+def iter_conversations(
+    reals: SpeakerPool, fakes: SpeakerPool, count: int, seed: int = 0, prefix: str = "conv",
+    recipe: ConversationRecipe = CONVERSATION_RECIPE,
+) -> Iterator[Conversation]:
+    """``count`` conversations, one at a time: mixed and control alternating, speakers cycling
+    min..max; conversation ``i`` is seeded with ``seed * 100003 + i``."""
+    vad = SileroVad(REFERENCE_VAD)
+    span = recipe.max_speakers - recipe.min_speakers + 1
+    for index in range(count):
+        yield build_conversation(
+            reals, fakes, KINDS[index % 2], recipe.min_speakers + (index // 2) % span, seed * 100003 + index,
+            f"{prefix}{seed}_{index:04d}", recipe, vad,
+        )
+
+
 def build_conversations(
     reals: SpeakerPool, fakes: SpeakerPool, count: int, seed: int = 0, prefix: str = "conv",
     recipe: ConversationRecipe = CONVERSATION_RECIPE,
 ) -> list[Conversation]:
-    """``count`` conversations, mixed and control alternating, speakers cycling min..max; conversation
-    ``i`` is seeded with ``seed * 100003 + i``."""
-    vad = SileroVad(REFERENCE_VAD)
-    span = recipe.max_speakers - recipe.min_speakers + 1
-    return [
-        build_conversation(
-            reals, fakes, KINDS[index % 2], recipe.min_speakers + (index // 2) % span, seed * 100003 + index,
-            f"{prefix}{seed}_{index:04d}", recipe, vad,
-        )
-        for index in range(count)
-    ]
+    """:func:`iter_conversations` as a list."""
+    return list(iter_conversations(reals, fakes, count, seed, prefix, recipe))
 
 
 def write_conversations(conversations: Sequence[Conversation], directory: Path) -> Path:
@@ -270,17 +276,17 @@ class JudgedConversation:
 
 
 def judge(detector, conversation: Conversation, mode: str = "diarized") -> JudgedConversation:
-    """Run ``detector`` (its roll-up set aside) on ``conversation``: diarized, or on the reference turns."""
+    """Run ``detector``'s models, without its roll-up, on ``conversation``: diarized, or on the reference
+    turns."""
     from soundsentry.audio import Waveform
+    from soundsentry.detector import Detector
     from soundsentry.evaluation.evaluate_diarization import der_components
 
-    rollup, detector.rollup = detector.rollup, None
-    try:
-        waveform = Waveform(conversation.samples)
-        report = (detector.predict(waveform, use_diarization=True) if mode == "diarized"
-                  else detector.predict(waveform, turns=conversation.reference))
-    finally:
-        detector.rollup = rollup
+    if detector.rollup is not None:  # the same loaded models, every speaker judged alone
+        detector = Detector(detector.config, detector.speech, detector.members, detector.fusion)
+    waveform = Waveform(conversation.samples)
+    report = (detector.predict(waveform, use_diarization=True) if mode == "diarized"
+              else detector.predict(waveform, turns=conversation.reference))
     hypothesis = Annotation(uri=conversation.uri)
     for segment in report.segments:
         hypothesis[Segment(segment.start, segment.end), len(hypothesis)] = segment.speaker

@@ -42,7 +42,7 @@ import numpy as np
 from soundsentry.evaluation.conversations import (
     CONVERSATION_RECIPE,
     JudgedConversation,
-    build_conversations,
+    iter_conversations,
     judge,
     outcome,
     summarise_outcomes,
@@ -106,7 +106,8 @@ def leave_one_family_out(judged: Sequence[JudgedConversation], target: float) ->
     for family in families:
         test = [i for i, j in enumerate(judged) if (j.kind == "mixed" and j.fake_source == family)
                 or fold_of.get(i) == family]
-        train = [judged[i] for i in range(len(judged)) if i not in set(test)]
+        held = set(test)
+        train = [judged[i] for i in range(len(judged)) if i not in held]
         rollup = fit(train, target)
         these = [outcome(judged[i], rollup) for i in test]
         held_out += these
@@ -130,7 +131,7 @@ def judged_conversations(
             return pickle.load(handle)
     reals, fakes = training_pools(reals_manifest, zoo_manifest)
     judged = []
-    for conversation in build_conversations(reals, fakes, count, seed, prefix="train"):
+    for conversation in iter_conversations(reals, fakes, count, seed, prefix="train"):  # one in memory at a time
         judged.append(judge(detector, conversation, "diarized"))
         if len(judged) % 50 == 0:
             log.info("judged %d/%d conversations", len(judged), count)
