@@ -26,6 +26,7 @@ from api.observability import (
     configure_logging,
     logging_configured,
 )
+from api.pages import install_pages
 from api.routes import health, metrics, predict
 from api.runtime import ModelSlot, UploadSpool
 from soundsentry.audio import available_decoders, ffmpeg_available
@@ -61,7 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.models.close()
             app.state.spool.close()
 
-    app = FastAPI(title="Sound Sentry", version="0.1.0", lifespan=lifespan,
+    # docs_url/redoc_url off: FastAPI's pages load Swagger UI and ReDoc from a CDN; api.pages serves them locally
+    app = FastAPI(title="Sound Sentry", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Detects synthetic speech, per speaker and overall.")
     app.state.settings = settings
     detector_config = DetectorConfig(data_dir=settings.data_dir, tkan_dir=settings.tkan_dir,
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # outermost: the request id, the metrics and the access line see every answer, CORS refusals included
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
+    install_pages(app)  # the page at / (for browsers), /static, and /docs and /redoc without a CDN
     app.include_router(health.router)
     app.include_router(predict.router)
     if settings.metrics_enabled:

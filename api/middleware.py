@@ -10,7 +10,8 @@ neither disk nor CPU). From the outside in:
 5. :class:`BodyTimeoutMiddleware` (innermost): a pause longer than ``body_timeout_s`` between two
    pieces of the body → 408 ``body_timeout``, and the connection is closed.
 
-``/`` , ``/health``, ``/metrics`` and the OpenAPI pages stay open (no key, no rate limit). Outside all
+``/`` , ``/health``, ``/metrics``, the OpenAPI pages and ``/static/`` (the page's and the docs' files) stay
+open (no key, no rate limit). Outside all
 of these (outermost, in ``api.main``) runs :class:`api.observability.ObservabilityMiddleware`: the
 request id, the metrics and the access line.
 """
@@ -33,6 +34,8 @@ from api.limits import AdmissionGate, TokenBuckets
 log = logging.getLogger("api")
 
 OPEN_PATHS = frozenset({"/", "/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# the page's and the docs' files (api/pages.py): static, the same for everyone
+OPEN_PREFIXES = ("/static/",)
 DETECTION_PATHS = frozenset({"/predict", "/batch-predict"})
 API_KEY_HEADER = "x-api-key"
 
@@ -69,7 +72,8 @@ class AccessMiddleware:
         return digest if matched else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or not (self.key_digests or self.buckets):
+        if (scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES)
+                or not (self.key_digests or self.buckets)):
             await self.app(scope, receive, send)
             return
         client = f"ip:{client_address(scope)}"

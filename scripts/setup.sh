@@ -3,7 +3,7 @@
 #
 #   bash scripts/setup.sh          runtime (ffmpeg, requirements.txt, resemblyzer)
 #   bash scripts/setup.sh --dev    also espeak-ng, the generator zoo (Debian packages and
-#                                  requirements-zoo.txt) and requirements-dev.txt: tests, training
+#                                  requirements-zoo.txt), Chromium and requirements-dev.txt: tests, training
 #
 # Idempotent: pip only runs when the requirement files changed since the last
 # successful install (a hash is kept in .venv/.setup-stamp-<mode>), so a repeated
@@ -35,8 +35,10 @@ command -v ffmpeg >/dev/null || pkgs+=(ffmpeg)
 ZOO_DEBS=(flite festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k codec2 libcodec2-1.0 wordnet-base)
 # real speech that sets the operating point (soundsentry/training/make_reals.py): make train
 REAL_DEBS=(festvox-ru fillets-ng-data-cs klettres-data)
+# the browser that tests/test_page.py and tests/test_extension.py drive through Playwright (never a downloaded one)
+BROWSER_DEBS=(chromium chromium-driver)
 if [[ $MODE == dev ]]; then
-  for deb in "${ZOO_DEBS[@]}" "${REAL_DEBS[@]}"; do
+  for deb in "${ZOO_DEBS[@]}" "${REAL_DEBS[@]}" "${BROWSER_DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed" || pkgs+=("$deb")
   done
 fi

@@ -1,5 +1,7 @@
 """Service status: GET /, /health and /info.
 
+``/`` answers the JSON below to programs and the page for people (api/pages.py) to a browser.
+
 ``/health`` is open (no API key, no rate limit) and cheap. It answers 503 while the service cannot
 analyse anything (models not loaded, no audio decoder) and 200 otherwise: ``ok``, or ``degraded``
 with the reason when it works with less (no ffmpeg program, temp storage not writable).
@@ -7,10 +9,11 @@ with the reason when it works with less (no ffmpeg program, temp storage not wri
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import DetectorDep, GateDep, SettingsDep
+from api.pages import page_response, prefers_html
 from api.runtime import ModelSlot, UploadSpool
 from api.schemas import HealthResponse
 from soundsentry.audio import DEMUXERS, available_decoders
@@ -19,8 +22,12 @@ from soundsentry.report import without_paths
 router = APIRouter(tags=["status"])
 
 
-@router.get("/")
-def root() -> dict:
+@router.get("/", responses={200: {"description": "this JSON; the page for people (HTML) when Accept prefers "
+                                                 "text/html", "content": {"text/html": {}}}})
+def root(request: Request, response: Response):
+    if prefers_html(request.headers.get("accept")):
+        return page_response()
+    response.headers["Vary"] = "Accept"
     return {
         "service": "Sound Sentry",
         "description": "Is this speech real or AI-generated, per speaker and overall?",
