@@ -26,6 +26,7 @@ from soundsentry.errors import (
     InputError,
     ModelLoadError,
     ServiceUnavailableError,
+    SessionNotFoundError,
     SoundSentryError,
     UndecodableAudioError,
     UploadTooLargeError,
@@ -45,6 +46,7 @@ STATUS_OF = {
     UploadTooLargeError: 413,
     AudioTooLongError: 413,
     UndecodableAudioError: 415,  # unsupported_format too
+    SessionNotFoundError: 404,
     InputError: 400,
     ServiceUnavailableError: 503,  # storage_unavailable, processing_timeout, server_busy, ...
     ModelLoadError: 503,

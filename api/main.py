@@ -27,10 +27,11 @@ from api.observability import (
     logging_configured,
 )
 from api.pages import install_pages
-from api.routes import health, metrics, predict
+from api.routes import health, metrics, predict, sessions
 from api.runtime import ModelSlot, UploadSpool
 from soundsentry.audio import available_decoders, ffmpeg_available
 from soundsentry.detector import Detector, DetectorConfig
+from soundsentry.sessions import open_store
 
 log = logging.getLogger("api")
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.models.close()
             app.state.spool.close()
+            app.state.sessions.close()
 
     # docs_url/redoc_url off: FastAPI's pages load Swagger UI and ReDoc from a CDN; api.pages serves them locally
     app = FastAPI(title="Sound Sentry", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.gate = AdmissionGate(settings.max_concurrent_jobs, settings.max_queued_jobs,
                                    settings.queue_timeout_s, settings.busy_retry_after_s)
     app.state.metrics = ServiceMetrics(app.state.gate, app.state.models) if settings.metrics_enabled else None
+    app.state.sessions = open_store(settings.redis_url, settings.session_ttl_s, settings.max_sessions)
     buckets = None
     if settings.rate_limit_per_minute > 0:
         burst = settings.rate_limit_burst or max(1, round(settings.rate_limit_per_minute))
@@ -88,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_origin_regex=settings.cors_origin_regex,
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["*"],
         expose_headers=["Retry-After", REQUEST_ID_HEADER],
     )
@@ -98,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_pages(app)  # the page at / (for browsers), /static, and /docs and /redoc without a CDN
     app.include_router(health.router)
     app.include_router(predict.router)
+    app.include_router(sessions.router)
     if settings.metrics_enabled:
         app.include_router(metrics.router)
     return app

@@ -28,6 +28,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.core.config import is_chunk_path
 from api.errors import RequestBodyTooLarge, error_response, status_of
 from api.limits import AdmissionGate, TokenBuckets
 
@@ -113,7 +114,8 @@ class ShedMiddleware:
         self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in DETECTION_PATHS and self.gate.saturated:
+        if (scope["type"] == "http" and (scope["path"] in DETECTION_PATHS or is_chunk_path(scope["path"]))
+                and self.gate.saturated):
             busy = self.gate.busy("every slot is taken and the queue is full")
             await _answer(scope, receive, send, status_of(busy), busy.error_code, busy.message,
                           {"Retry-After": str(busy.retry_after_s)})

@@ -99,3 +99,37 @@ class HealthResponse(BaseModel):
     detail: str | None = None
     backends: dict[str, str] = {}
     decoders: list[str] = []
+
+
+class SessionCreated(BaseModel):
+    session_id: str = Field(description="send the stream's chunks to POST /sessions/{session_id}/chunks")
+    expires_in_s: int = Field(description="the session is forgotten this long after its last chunk")
+
+
+class SessionSpeakerOut(SpeakerOut):
+    confidence: float = Field(description="how sure the rolling verdict is, 0 at the threshold towards 1: it grows "
+                                          "with the margin to the threshold and with the chunks heard, and falls "
+                                          "when the chunks disagree")
+    chunks: int = Field(description="chunks this speaker was heard in")
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    chunks: int = Field(description="chunks received so far")
+    speech_duration: float = Field(description="speech scored over all chunks, seconds")
+    overall: Literal["Real", "Fake", "No Speech"] = Field(description="the stream's verdict over every chunk so far")
+    zone: Literal["real", "uncertain", "fake"] | None = Field(None, description=ZONE_HELP + "; absent with no speech")
+    probability: float = Field(description="P(fake) of the speaker the verdict rests on (the surest fake one, "
+                                           "or the least sure real one)")
+    confidence: float
+    speakers: list[SessionSpeakerOut] = Field(description="S1, S2, ... linked across chunks by their voices")
+    chunk_speakers: dict[str, str] | None = Field(None, description="in a chunk's answer: which session speaker "
+                                                                    "each of the chunk's speakers became")
+    expires_in_s: int
+
+
+class ChunkResponse(BaseModel):
+    session_id: str
+    chunk_index: int = Field(description="0 for the stream's first chunk")
+    chunk: PredictResponse = Field(description="this chunk alone, as POST /predict answers it")
+    session: SessionOut

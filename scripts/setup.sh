@@ -37,8 +37,10 @@ ZOO_DEBS=(flite festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k c
 REAL_DEBS=(festvox-ru fillets-ng-data-cs klettres-data)
 # the browser that tests/test_page.py and tests/test_extension.py drive through Playwright (never a downloaded one)
 BROWSER_DEBS=(chromium chromium-driver)
+# the shared session store tests/test_sessions.py runs against (the tests start their own redis-server)
+SERVICE_DEBS=(redis-server)
 if [[ $MODE == dev ]]; then
-  for deb in "${ZOO_DEBS[@]}" "${REAL_DEBS[@]}" "${BROWSER_DEBS[@]}"; do
+  for deb in "${ZOO_DEBS[@]}" "${REAL_DEBS[@]}" "${BROWSER_DEBS[@]}" "${SERVICE_DEBS[@]}"; do
     dpkg-query -W -f='${Status}' "$deb" 2>/dev/null | grep -q "ok installed" || pkgs+=("$deb")
   done
 fi

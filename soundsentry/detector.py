@@ -40,7 +40,7 @@ from soundsentry.constants import DEFAULT_DATA_DIR
 from soundsentry.deadline import Deadline
 from soundsentry.fusion import Fusion
 from soundsentry.models.resemblyzer import SpeakerNetwork
-from soundsentry.report import Report, SegmentResult, without_paths
+from soundsentry.report import Report, SegmentResult, SpeakerResult, Zone, without_paths
 from soundsentry.rollup import (
     CATEGORIES,
     ROLLUP_FILE,
@@ -53,7 +53,13 @@ from soundsentry.rollup import (
     weighted_mean,
 )
 from soundsentry.scorers import REGISTRY, LoadContext, Scorer, load_fusion, load_members, thresholds_of, uncertain_from
-from soundsentry.speech.diarization import BackendChoice, DiarizerConfig, SpeechBackends, load_speech_backends
+from soundsentry.speech.diarization import (
+    BackendChoice,
+    DiarizerConfig,
+    SpeechBackends,
+    load_speech_backends,
+    speaker_embeddings,
+)
 from soundsentry.speech.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
 from soundsentry.speech.vad import VadConfig, find_speech, total_duration
 
@@ -182,7 +188,7 @@ class Detector:
 
     def predict_bytes(
         self, data: bytes, *, filename: str | None = None, use_diarization: bool = False,
-        limits: DecodeLimits = DecodeLimits(), deadline: Deadline | None = None,
+        limits: DecodeLimits = DecodeLimits(), deadline: Deadline | None = None, embed_speakers: bool = False,
     ) -> Report:
         """Decode an upload and :meth:`predict` it; decoding errors are :class:`InputError`s.
 
@@ -191,16 +197,19 @@ class Detector:
         start = time.perf_counter()
         waveform = decode_audio(data, filename=filename, limits=limits, deadline=deadline)
         decode_ms = (time.perf_counter() - start) * 1000
-        report = self.predict(waveform, use_diarization=use_diarization, deadline=deadline)
+        report = self.predict(waveform, use_diarization=use_diarization, deadline=deadline,
+                              embed_speakers=embed_speakers)
         report.timings_ms["decode"] = decode_ms
         return report
 
     def predict(
         self, waveform: Waveform, *, use_diarization: bool = False, deadline: Deadline | None = None,
-        turns: Annotation | None = None,
+        turns: Annotation | None = None, embed_speakers: bool = False,
     ) -> Report:
         """``turns``: speaker turns known beforehand (an RTTM's): they replace the diarizer, and scoring
-        keeps the part of them the VAD finds speech in."""
+        keeps the part of them the VAD finds speech in. ``embed_speakers``: the report also carries each
+        speaker's d-vector (``speaker_embeddings``, what :mod:`soundsentry.sessions` links speakers across
+        chunks by; none when the speaker network is pyannote's own)."""
         timer = _Timer(deadline)
         samples = waveform.samples
         if self.config.denoise:
@@ -242,9 +251,11 @@ class Detector:
             )
         speakers = roll_up_speakers(results, thresholds, self.config.min_speaker_speech_s, self.uncertain_from)
         mean_probability = weighted_mean([s.probability for s in results], [s.duration for s in results])
-        if self.rollup is not None:
-            speakers = self.rollup.apply(speakers, mean_probability)
-        overall, certainty, zone = overall_verdict(speakers)
+        speakers, (overall, certainty, zone) = self.judge_speakers(speakers, mean_probability)
+        embeddings = {}
+        if embed_speakers and self.speech.network is not None:
+            with timer.stage("speaker_embedding"):
+                embeddings = speaker_embeddings(self.speech.network, samples, segments)
         scored = sum(s.duration for s in results)
         category = duration_category(scored)
         with timer.stage("bandwidth"):
@@ -265,7 +276,17 @@ class Detector:
             band_edge_hz=edge,
             zone=zone,
             message=BAND_LIMITED_MESSAGE.format(edge / 1000) if edge < BAND_LIMITED_HZ else None,
+            speaker_embeddings=embeddings,
         )
+
+    def judge_speakers(
+        self, speakers: list[SpeakerResult], mean_probability: float,
+    ) -> tuple[list[SpeakerResult], tuple[str, float, Zone]]:
+        """The speakers judged together (the contrast roll-up, when loaded) and the overall verdict
+        (verdict, confidence, zone); ``mean_probability``: the recording's P(fake) over all its segments."""
+        if self.rollup is not None:
+            speakers = self.rollup.apply(speakers, mean_probability)
+        return speakers, overall_verdict(speakers)
 
     def _score(self, samples: np.ndarray, segments: list[ScoringSegment], timer: _Timer) -> dict[str, np.ndarray]:
         """(segment,) P(fake) of each member, timed as a stage of its name."""

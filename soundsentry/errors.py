@@ -49,6 +49,12 @@ class UnsupportedFormatError(UndecodableAudioError):
     error_code = "unsupported_format"
 
 
+class SessionNotFoundError(InputError):
+    """No such stream session (never created, expired or deleted): start a new one."""
+
+    error_code = "session_not_found"
+
+
 class UploadTooLargeError(InputError):
     error_code = "file_too_large"
 

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from soundsentry.bandwidth import BAND_LIMITED_HZ
 
 Verdict = Literal["Real", "Fake", "No Speech"]
@@ -114,6 +116,8 @@ class Report:
     models: dict[str, str] = field(default_factory=dict)
     band_edge_hz: float | None = None  # of the scored speech (soundsentry.bandwidth); None: no speech
     zone: Zone | None = None  # soundsentry.rollup.overall_verdict; None: no speech
+    # each speaker's unit d-vector when asked for (Detector.predict(embed_speakers=True)); not serialised
+    speaker_embeddings: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def band_limited(self) -> bool:

@@ -77,22 +77,31 @@ def roll_up_speakers(
     for speaker, own in sorted(by_speaker.items()):
         speech = sum(x.duration for x in own)
         probability = weighted_mean([x.probability for x in own], [x.duration for x in own])
-        category = duration_category(speech)
-        threshold = thresholds[category]
-        results.append(
-            SpeakerResult(
-                speaker=speaker,
-                speech_duration=speech,
-                probability=probability,
-                result=label(probability, threshold),
-                zone=zone(probability, threshold, uncertain_from[category]),
-                category=category,
-                threshold=threshold,
-                segments=len(own),
-                counted=speaker == longest or speech >= min_speaker_speech_s,
-            )
-        )
+        results.append(speaker_result(speaker, speech, probability, len(own),
+                                      speaker == longest or speech >= min_speaker_speech_s,
+                                      thresholds, uncertain_from))
     return results
+
+
+def speaker_result(
+    speaker: str, speech: float, probability: float, segments: int, counted: bool,
+    thresholds: dict[str, float], uncertain_from: dict[str, float],
+) -> SpeakerResult:
+    """A speaker with ``speech`` seconds of scored speech whose duration-weighted P(fake) is
+    ``probability``, judged at the threshold of its duration category."""
+    category = duration_category(speech)
+    threshold = thresholds[category]
+    return SpeakerResult(
+        speaker=speaker,
+        speech_duration=speech,
+        probability=probability,
+        result=label(probability, threshold),
+        zone=zone(probability, threshold, uncertain_from[category]),
+        category=category,
+        threshold=threshold,
+        segments=segments,
+        counted=counted,
+    )
 
 
 def overall_verdict(speakers: list[SpeakerResult]) -> tuple[str, float, Zone]:

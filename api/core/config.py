@@ -30,6 +30,11 @@ KEY_HINT = "generate one with: python -c 'import secrets; print(secrets.token_ur
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
+def is_chunk_path(path: str) -> bool:
+    """``/sessions/{id}/chunks``: one upload, like /predict."""
+    return path.startswith("/sessions/") and path.endswith("/chunks") and path.count("/") == 3
+
+
 def _split_list(value: object) -> object:
     if isinstance(value, str):
         text = value.strip()
@@ -97,6 +102,13 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(64 * 1024, ge=4096, description="largest request line + headers, bytes")
     max_headers: int = Field(100, ge=8, description="most header fields in one request")
     shutdown_timeout_s: float = Field(5.0, gt=0, description="on SIGTERM, requests in flight get this long to finish")
+    # --- streams of chunks (POST /sessions, soundsentry/sessions.py) -------------------------------
+    session_ttl_s: float = Field(900.0, gt=0, description="a session expires this long after its last chunk")
+    max_sessions: int = Field(10_000, ge=1, description="sessions kept in memory; past it the least recently "
+                                                        "used is dropped (in-process store only)")
+    session_max_speakers: int = Field(8, ge=1, le=64, description="speakers one session keeps apart")
+    redis_url: str | None = Field(None, description="keep sessions in Redis (redis://host:port/db) so that several "
+                                                    "replicas share them; None = in this process")
     # --- what operators see (api/observability.py) ----------------------------------------------
     metrics_enabled: bool = Field(True, description="serve Prometheus metrics at GET /metrics (open, like /health)")
     log_filenames: bool = Field(
@@ -165,7 +177,7 @@ class Settings(BaseSettings):
 
     def max_body_bytes(self, path: str) -> int:
         """Largest request body accepted on ``path`` (checked on Content-Length and while streaming)."""
-        if path == "/predict":
+        if path == "/predict" or is_chunk_path(path):
             return self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
         if path == "/batch-predict":
             return self.max_upload_bytes * self.max_batch_files + MULTIPART_OVERHEAD_BYTES

@@ -53,14 +53,19 @@ def read_upload(upload: UploadFile, limits: DecodeLimits) -> bytes:
 
 
 def analyse(detector: Detector, upload: UploadFile, use_diarization: bool, limits: DecodeLimits,
-            deadline: Deadline, rttm: bool = False) -> dict:
+            deadline: Deadline, rttm: bool = False, embed_speakers: bool = False) -> dict:
+    """The upload's answer body. ``embed_speakers`` (a session's chunk): the :class:`Report` itself, with
+    the speakers' d-vectors, is under ``"report"`` for the caller to take out before answering."""
     start = time.perf_counter()
     report = detector.predict_bytes(read_upload(upload, limits), filename=upload.filename,
-                                    use_diarization=use_diarization, limits=limits, deadline=deadline)
+                                    use_diarization=use_diarization, limits=limits, deadline=deadline,
+                                    embed_speakers=embed_speakers)
     body = {**report.serialize(), "processing_time_ms": round((time.perf_counter() - start) * 1000, 2),
             "filename": upload.filename}
     if rttm:
         body["rttm"] = report.rttm(Path(upload.filename or "upload").stem)
+    if embed_speakers:
+        body["report"] = report
     return body
 
 

@@ -168,6 +168,30 @@ def embed_windows(
     return WindowEmbeddings(np.array(starts), np.array(ends), np.array(owners), np.concatenate(vectors))
 
 
+def speaker_embeddings(
+    network: SpeakerNetwork, samples: np.ndarray, turns: list, *, span_s: float | None = WINDOW_FRAMES / FRAMES_PER_S,
+) -> dict[str, np.ndarray]:
+    """One unit d-vector per speaker, from its turns (anything with ``speaker``, ``start`` and ``end``,
+    e.g. scoring segments). ``span_s``: only the middle ``span_s`` seconds of the speaker's longest turn
+    (default one 1.6 s window: the network's cost is in its sequence length, about 18 ms per window on one
+    thread); ``None``: the mean of :func:`embed_windows` over all its turns. A speaker whose turns are all
+    too short to embed gets none."""
+    by_speaker: dict[str, list[SpeechRegion]] = {}
+    for turn in turns:
+        by_speaker.setdefault(turn.speaker, []).append(SpeechRegion(turn.start, turn.end))
+    vectors = {}
+    for speaker, regions in by_speaker.items():
+        if span_s is not None:
+            longest = max(regions, key=lambda r: r.duration)
+            middle, half = (longest.start + longest.end) / 2, min(span_s, longest.duration) / 2
+            regions = [SpeechRegion(middle - half, middle + half)]
+        windows = embed_windows(network, samples, regions)
+        if len(windows):
+            mean = windows.vectors.mean(axis=0)
+            vectors[speaker] = (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32)
+    return vectors
+
+
 @torch.inference_mode()
 def _embed_batch(network: SpeakerNetwork, windows: list[torch.Tensor]) -> np.ndarray:
     """(window, 256) d-vectors of mel windows ((frame, 40) each; lengths may differ).
