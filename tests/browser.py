@@ -45,11 +45,13 @@ def private_tmpdir(where: Path) -> Iterator[Path]:
 
 
 def browser_env(tmp: Path) -> dict[str, str]:
-    """The browser's environment: ours with ``TMPDIR`` (and a HOME for its caches) under ``tmp``."""
+    """The browser's environment: ours with ``TMPDIR`` under ``tmp``, and a HOME there for its caches and
+    runtime files (libpulse, playing audio, makes ``$XDG_RUNTIME_DIR/pulse``, or ``$TMPDIR/pulse-*`` without it)."""
     home = tmp / "home"
-    home.mkdir(parents=True, exist_ok=True)
+    runtime = home / "run"
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
     return {**os.environ, "TMPDIR": str(tmp), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_CACHE_HOME": str(home / ".cache")}
+            "XDG_CACHE_HOME": str(home / ".cache"), "XDG_RUNTIME_DIR": str(runtime)}
 
 
 class LoopbackOnly:
