@@ -32,7 +32,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = (where / "dist").glob("soundsentry-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in ("soundsentry/data/fusion.json", "soundsentry/data/cnn_transformer.pt",
-                    "soundsentry/data/flatness.joblib", "soundsentry/scorers/__init__.py", "api/main.py"):
+                    "soundsentry/data/flatness.joblib", "soundsentry/scorers/__init__.py", "api/main.py",
+                    "api/static/index.html", "api/static/page.js", "api/static/trust.json"):  # the page at /
         assert shipped in names, shipped
     assert not any(name.startswith(("scripts/", "tests/")) for name in names)  # they stay in the checkout
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(where / "site"),
