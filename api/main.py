@@ -31,7 +31,7 @@ from api.routes import health, metrics, predict, sessions
 from api.runtime import ModelSlot, UploadSpool
 from soundsentry.audio import available_decoders, ffmpeg_available
 from soundsentry.detector import Detector, DetectorConfig
-from soundsentry.sessions import open_store
+from soundsentry.sessions import MemorySessionStore, open_store
 
 log = logging.getLogger("api")
 
@@ -74,8 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.spool = UploadSpool(settings.tmp_dir)
     app.state.gate = AdmissionGate(settings.max_concurrent_jobs, settings.max_queued_jobs,
                                    settings.queue_timeout_s, settings.busy_retry_after_s)
-    app.state.metrics = ServiceMetrics(app.state.gate, app.state.models) if settings.metrics_enabled else None
     app.state.sessions = open_store(settings.redis_url, settings.session_ttl_s, settings.max_sessions)
+    local_sessions = app.state.sessions if isinstance(app.state.sessions, MemorySessionStore) else None
+    app.state.metrics = (ServiceMetrics(app.state.gate, app.state.models, local_sessions)
+                         if settings.metrics_enabled else None)
     buckets = None
     if settings.rate_limit_per_minute > 0:
         burst = settings.rate_limit_burst or max(1, round(settings.rate_limit_per_minute))

@@ -109,11 +109,12 @@ def _label_name(key: str) -> str:
 
 
 class _StateCollector:
-    """Reads the admission gate and the model slot at scrape time."""
+    """Reads the admission gate, the model slot and the session store at scrape time."""
 
-    def __init__(self, gate: AdmissionGate | None, models: ModelSlot | None) -> None:
+    def __init__(self, gate: AdmissionGate | None, models: ModelSlot | None, sessions: Any = None) -> None:
         self.gate = gate
         self.models = models
+        self.sessions = sessions  # an in-process store only: counting a Redis store's keys is a scan
 
     def describe(self) -> list:
         return []  # names are fixed below; nothing to check at registration
@@ -137,6 +138,11 @@ class _StateCollector:
             yield CounterMetricFamily("soundsentry_admission_abandoned",
                                       "detections that overran their time bound and were left to finish alone",
                                       value=stats["abandoned"])
+        if self.sessions is not None:
+            yield GaugeMetricFamily("soundsentry_sessions_open", "stream sessions held in this process (expired "
+                                    "ones are dropped as sessions are touched)", value=self.sessions.count())
+            yield CounterMetricFamily("soundsentry_sessions_evicted", "live sessions dropped to stay under "
+                                      "SOUNDSENTRY_MAX_SESSIONS", value=self.sessions.evicted)
         if self.models is not None:
             detector = self.models.detector
             yield GaugeMetricFamily("soundsentry_models_loaded", "1 when the detector is loaded, else 0",
@@ -166,7 +172,8 @@ class _WithoutCreated:
 class ServiceMetrics:
     """The Prometheus metrics of one app, in a registry of its own (never the global default)."""
 
-    def __init__(self, gate: AdmissionGate | None = None, models: ModelSlot | None = None) -> None:
+    def __init__(self, gate: AdmissionGate | None = None, models: ModelSlot | None = None,
+                 sessions: Any = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("soundsentry_http_requests", "HTTP requests answered, by method, route and status",
                                 ("method", "route", "status"), registry=self.registry)
@@ -185,7 +192,7 @@ class ServiceMetrics:
         self.batch_file_errors = Counter("soundsentry_batch_file_errors",
                                          "files of /batch-predict answered with an error, by error_code",
                                          ("error_code",), registry=self.registry)
-        self.registry.register(_StateCollector(gate, models))
+        self.registry.register(_StateCollector(gate, models, sessions))
         self._exported = _WithoutCreated(self.registry)
 
     def observe_request(self, method: str, route: str, status: str, seconds: float, error_code: str | None) -> None:

@@ -121,6 +121,8 @@ class SessionOut(BaseModel):
     zone: Literal["real", "uncertain", "fake"] | None = Field(None, description=ZONE_HELP + "; absent with no speech")
     probability: float = Field(description="P(fake) of the speaker the verdict rests on (the surest fake one, "
                                            "or the least sure real one)")
+    mean_probability: float = Field(description="P(fake) over every segment of every chunk, duration-weighted "
+                                                "(the stream as one recording, like /predict's)")
     confidence: float
     speakers: list[SessionSpeakerOut] = Field(description="S1, S2, ... linked across chunks by their voices")
     chunk_speakers: dict[str, str] | None = Field(None, description="in a chunk's answer: which session speaker "

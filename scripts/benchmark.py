@@ -355,6 +355,8 @@ def benchmark(args: argparse.Namespace) -> dict:
                                             files={"audio": ("audio-chunk.webm", audio.chunk, "audio/webm")}).json()
             if args.observability:
                 return observability_only(args, report, server, audio, sample_report)
+            if args.sessions:
+                return sessions_only(args, report, server, audio)
 
             emit(f"latency: {args.requests} chunks, one client ...")
             cpu_start = server.cpu_s()
@@ -507,6 +509,70 @@ def observability_only(args: argparse.Namespace, report: dict, server: Server, a
     return report
 
 
+def sessions_only(args: argparse.Namespace, report: dict, server: Server, audio: BenchAudio) -> dict:
+    """``--sessions``: the chunk through a session against /predict (alternating, one client, the same
+    chunk), then ``--open-sessions`` sessions with one chunk each (the server's RSS before and after, and
+    the sessions gauge), then a wait past the TTL: expired sessions are dropped."""
+    files = {"audio": ("audio-chunk.webm", audio.chunk, "audio/webm")}
+    timings: dict[str, list[float]] = {"predict": [], "session_chunk": []}
+    server_ms: dict[str, list[float]] = {"predict": [], "session_chunk": []}
+    emit(f"sessions: {args.requests} chunks through /predict and {args.requests} through one session, alternating ...")
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        session_id = client.post("/sessions").json()["session_id"]
+        for _ in range(args.requests):
+            for name, path in (("predict", "/predict"), ("session_chunk", f"/sessions/{session_id}/chunks")):
+                start = time.perf_counter()
+                answer = client.post(path, files=files)
+                timings[name].append((time.perf_counter() - start) * 1000)
+                body = answer.json()
+                server_ms[name].append((body.get("chunk") or body)["processing_time_ms"])
+        report["session_latency_ms"] = {
+            name: {"client": percentiles(timings[name]), "server_processing": percentiles(server_ms[name])}
+            for name in timings
+        }
+        report["session_latency_ms"]["speaker_embedding_ms_last"] = body["chunk"]["timings_ms"].get("speaker_embedding")
+
+        def open_gauge() -> float | None:
+            for line in client.get("/metrics").text.splitlines():
+                if line.startswith("soundsentry_sessions_open "):
+                    return float(line.split()[1])
+            return None
+
+        emit(f"sessions: {args.open_sessions} sessions with one chunk each ...")
+        before = server.memory()
+        start = time.perf_counter()
+        for _ in range(args.open_sessions):
+            opened = client.post("/sessions").json()["session_id"]
+            client.post(f"/sessions/{opened}/chunks", files=files).raise_for_status()
+        report["open_sessions"] = {
+            "sessions": args.open_sessions, "seconds": round(time.perf_counter() - start, 1),
+            "rss_kib_before": before.get("rss"), "rss_kib_after": server.memory().get("rss"),
+            "gauge_after": open_gauge(),
+        }
+        ttl = float(report["server_env"]["SOUNDSENTRY_SESSION_TTL_S"])
+        emit(f"sessions: waiting {ttl + 2:g} s, past the TTL ...")
+        time.sleep(ttl + 2)
+        report["open_sessions"]["gauge_after_ttl"] = open_gauge()
+        report["open_sessions"]["rss_kib_after_ttl"] = server.memory().get("rss")
+    report["load_average_after"] = load_average()
+    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return report
+
+
+def print_sessions(report: dict) -> None:
+    latency, opened = report["session_latency_ms"], report["open_sessions"]
+    for name in ("predict", "session_chunk"):
+        row = latency[name]
+        emit(f"{name:14s} client p50 {row['client'].get('p50')} ms p90 {row['client'].get('p90')} ms; "
+             f"server p50 {row['server_processing'].get('p50')} ms")
+    emit(f"speaker embedding (last chunk): {latency['speaker_embedding_ms_last']} ms")
+    per_session = (opened["rss_kib_after"] - opened["rss_kib_before"]) / opened["sessions"]
+    emit(f"{opened['sessions']} open sessions in {opened['seconds']} s: RSS {opened['rss_kib_before'] / 1024:.0f} -> "
+         f"{opened['rss_kib_after'] / 1024:.0f} MiB ({per_session:.1f} KiB per session), gauge "
+         f"{opened['gauge_after']:g}; past the TTL: gauge {opened['gauge_after_ttl']:g}, RSS "
+         f"{opened['rss_kib_after_ttl'] / 1024:.0f} MiB")
+
+
 def print_observability(report: dict) -> None:
     scrape, overhead = report["metrics_scrape"], report["observability_overhead_us"]
     lat = scrape["latency_ms"]
@@ -607,7 +673,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="requests per round of the in-process observability timing")
     parser.add_argument("--observability", action="store_true",
                         help="only the metrics scrape and the observability overhead (after --requests chunks)")
+    parser.add_argument("--sessions", action="store_true",
+                        help="only the session chunk against /predict, --open-sessions sessions and their expiry")
+    parser.add_argument("--open-sessions", type=int, default=1000, help="sessions opened by --sessions")
     args = parser.parse_args(argv)
+    if args.sessions:
+        args.long_durations = []
+        if not any(item.startswith("SOUNDSENTRY_SESSION_TTL_S=") for item in args.server_env):
+            args.server_env.append("SOUNDSENTRY_SESSION_TTL_S=60")
     if args.quick:
         args.requests, args.warmup, args.throughput_requests, args.scorer_repeats = 20, 2, 24, 5
         args.concurrency, args.long_durations = [1, 4], [60.0]
@@ -621,12 +694,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = benchmark(args)
     if args.observability:
         print_observability(report)
+    elif args.sessions:
+        print_sessions(report)
     else:
         print_table(report)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(report, indent=2))
         emit(f"report written to {args.output}")
+    if args.sessions:
+        return 0
     failed = report["latency_single_client"]["errors"] + sum(row["errors"] for row in report.get("throughput", []))
     return 1 if failed else 0
 

@@ -41,7 +41,7 @@ import numpy as np
 from soundsentry.errors import ServiceUnavailableError, SessionNotFoundError
 from soundsentry.fusion import logit
 from soundsentry.report import Report, SpeakerResult
-from soundsentry.rollup import speaker_result
+from soundsentry.rollup import overall_verdict, speaker_result
 
 if TYPE_CHECKING:
     from soundsentry.detector import Detector
@@ -54,6 +54,8 @@ LINK_DISTANCE = 0.30
 # PRIOR_CHUNKS chunks; the session's own chunks take over as they accumulate
 PRIOR_SD = 1.0
 PRIOR_CHUNKS = 2.0
+# judge a stream's speakers by their contrast to each other (the roll-up of recordings), or each alone
+CONTRAST = True
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
@@ -182,12 +184,13 @@ def evidence_confidence(probability: float, threshold: float, chunk_logit_sd: fl
     return math.erf(margin / (standard_error * math.sqrt(2.0)))
 
 
-def summarise(session: Session, detector: Detector, ttl_s: float) -> dict[str, Any]:
-    """The stream's rolling verdict (the ``session`` object of the API)."""
+def summarise(session: Session, detector: Detector, ttl_s: float, *, contrast: bool = CONTRAST) -> dict[str, Any]:
+    """The stream's rolling verdict (the ``session`` object of the API); ``contrast``: the speakers judged
+    together by the detector's contrast roll-up, else each alone."""
     speakers = session.speakers
     base = {"session_id": session.session_id, "chunks": session.chunks, "speech_duration": round(session.speech, 3),
             "expires_in_s": round(ttl_s), "speakers": [], "overall": "No Speech", "zone": None,
-            "probability": 0.0, "confidence": 0.0}
+            "probability": 0.0, "mean_probability": 0.0, "confidence": 0.0}
     heard = [s for s in speakers if s.speech > 0]
     if not heard:
         return base
@@ -196,7 +199,10 @@ def summarise(session: Session, detector: Detector, ttl_s: float) -> dict[str, A
                               s is longest or s.speech >= detector.config.min_speaker_speech_s,
                               detector.thresholds, detector.uncertain_from) for s in heard]
     recording = sum(s.weighted for s in heard) / sum(s.speech for s in heard)
-    judged, (overall, _, zone) = detector.judge_speakers(results, recording)
+    if contrast:
+        judged, (overall, _, zone) = detector.judge_speakers(results, recording)
+    else:
+        judged, (overall, _, zone) = results, overall_verdict(results)
     by_name = {s.speaker: s for s in heard}
     confidences = {r.speaker: evidence_confidence(r.probability, r.threshold, by_name[r.speaker].chunk_logit_sd,
                                                   by_name[r.speaker].chunks) for r in judged}
@@ -209,7 +215,7 @@ def summarise(session: Session, detector: Detector, ttl_s: float) -> dict[str, A
         for r in judged
     ]
     base.update(overall=overall, zone=zone, probability=round(decisive.probability, 4),
-                confidence=round(confidences[decisive.speaker], 4))
+                mean_probability=round(recording, 4), confidence=round(confidences[decisive.speaker], 4))
     return base
 
 

@@ -96,6 +96,7 @@ def test_a_stream_of_chunks_is_judged_per_speaker(client: TestClient, chunks: di
     # the same stream read back
     again = client.get(f"/sessions/{session_id}").json()
     assert again["chunks"] == 5 and again["speakers"] == final["speakers"]
+    assert "soundsentry_sessions_open " in client.get("/metrics").text
     assert client.delete(f"/sessions/{session_id}").status_code == 204
     gone = client.get(f"/sessions/{session_id}")
     assert gone.status_code == 404 and gone.json()["error_code"] == "session_not_found"
@@ -231,3 +232,41 @@ def test_an_unreachable_redis_is_a_503(chunks: dict[str, bytes]) -> None:
         answer = client.post("/sessions")
         assert answer.status_code == 503 and answer.json()["error_code"] == "session_store_unavailable"
         assert answer.headers["Retry-After"]
+
+
+# --------------------------------------------------------------------------------------------
+# the stream evaluation (scripts.evaluate_sessions)
+
+
+def test_streams_are_cut_from_each_group_in_order(tmp_path: Path) -> None:
+    from soundsentry.datasets import AudioItem
+    from soundsentry.evaluation.evaluate_sessions import build_streams
+    from tests.conftest import write_wav
+
+    tone = np.sin(np.arange(16000 * 9) / 16000 * 2 * np.pi * 220).astype(np.float32) * 0.3
+    items = [AudioItem(write_wav(tmp_path / f"{name}.wav", tone), label, "demo")
+             for name, label in (("r1", 0), ("r2", 0), ("f1", 1))]
+    streams = list(build_streams(items, chunks_per_stream=4))  # 18 s of reals: one 16 s stream; 9 s of fakes: none
+    assert [(s.name, s.label, len(s.chunks)) for s in streams] == [("demo/real#0", 0, 4)]
+    assert all(chunk.size == 4 * 16000 for chunk in streams[0].chunks)
+
+
+def test_the_stream_summary_counts_what_it_should() -> None:
+    from soundsentry.evaluation.evaluate_sessions import summarise_rows
+
+    rows = []
+    for stream in range(8):
+        label = stream % 2
+        for chunk in range(3):  # the chunks overlap across classes; each session's mean does not
+            noisy = 0.2 + 0.6 * ((stream + chunk) % 3 == 0)
+            session = 0.3 + 0.4 * label
+            rows.append({"stream": f"s{stream}", "label": label, "source": "x", "chunk": chunk,
+                         "chunk_overall": "Fake" if noisy > 0.5 else "Real", "chunk_probability": noisy,
+                         "session_overall": "Fake" if session > 0.5 else "Real", "session_probability": session,
+                         "session_overall_alone": "Real",
+                         "session_speakers": 1, "session_confidence": 0.5, "ms": 10.0})
+    summary = summarise_rows(rows, resamples=50)
+    assert summary["streams"] == {"real": 4, "fake": 4, "chunks_per_stream": 3}
+    assert summary["eer"]["session_3"]["eer"] == 0.0 and summary["eer"]["chunk"]["eer"] > 0.3
+    assert summary["at_served_thresholds"]["sessions"]["fakes_called_real"]["rate"] == 0.0
+    assert summary["eer"]["session_3"]["minus_chunk"]["difference"] < 0
