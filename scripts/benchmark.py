@@ -563,7 +563,7 @@ def print_sessions(report: dict) -> None:
     latency, opened = report["session_latency_ms"], report["open_sessions"]
     for name in ("predict", "session_chunk"):
         row = latency[name]
-        emit(f"{name:14s} client p50 {row['client'].get('p50')} ms p90 {row['client'].get('p90')} ms; "
+        emit(f"{name:14s} client p50 {row['client'].get('p50')} ms p95 {row['client'].get('p95')} ms; "
              f"server p50 {row['server_processing'].get('p50')} ms")
     emit(f"speaker embedding (last chunk): {latency['speaker_embedding_ms_last']} ms")
     per_session = (opened["rss_kib_after"] - opened["rss_kib_before"]) / opened["sessions"]

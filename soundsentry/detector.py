@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pyannote.core import Annotation, Segment, Timeline
@@ -63,6 +64,7 @@ from soundsentry.speech.diarization import (
 from soundsentry.speech.segments import ScoringSegment, SegmentConfig, scoring_segments, single_speaker_annotation
 from soundsentry.speech.vad import VadConfig, find_speech, total_duration
 
+T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
@@ -142,6 +144,9 @@ class Detector:
         if missing:
             raise ValueError(f"thresholds missing for duration categories {sorted(missing)}")
         self.models = self._describe_models()  # once: it goes into every report
+        # the speakers' d-vectors of a session's chunk (predict(embed_speakers=True)) are computed on one of
+        # these threads while the scorers run: one stream's chunk costs the longer of the two, not their sum
+        self._beside = ThreadPoolExecutor(max_workers=2, thread_name_prefix="soundsentry-embed")
 
     @classmethod
     def load(cls, config: DetectorConfig = DetectorConfig()) -> Detector:
@@ -231,6 +236,9 @@ class Detector:
         if not segments:
             return self._no_speech(waveform, speech, use_diarization, timer.ms)
 
+        pending = None
+        if embed_speakers and self.speech.network is not None:  # beside the scorers: the chunk waits for the longer
+            pending = self._beside.submit(_timed, speaker_embeddings, self.speech.network, samples, segments)
         member_scores = self._score(samples, segments, timer)
         probabilities = (
             self.fusion.combine(member_scores) if self.fusion is not None else next(iter(member_scores.values()))
@@ -253,9 +261,8 @@ class Detector:
         mean_probability = weighted_mean([s.probability for s in results], [s.duration for s in results])
         speakers, (overall, certainty, zone) = self.judge_speakers(speakers, mean_probability)
         embeddings = {}
-        if embed_speakers and self.speech.network is not None:
-            with timer.stage("speaker_embedding"):
-                embeddings = speaker_embeddings(self.speech.network, samples, segments)
+        if pending is not None:
+            embeddings, timer.ms["speaker_embedding"] = pending.result()
         scored = sum(s.duration for s in results)
         category = duration_category(scored)
         with timer.stage("bandwidth"):
@@ -333,6 +340,13 @@ class Detector:
                 "segment_max_s": self.config.segments.max_duration_s,
             },
         })
+
+
+def _timed(function: Callable[..., T], *args: Any) -> tuple[T, float]:
+    """``function(*args)`` and the milliseconds it took."""
+    start = time.perf_counter()
+    result = function(*args)
+    return result, (time.perf_counter() - start) * 1000
 
 
 def _denoise(samples: np.ndarray) -> np.ndarray:

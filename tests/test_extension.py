@@ -116,7 +116,7 @@ class Browser:
     def badge(self, tab_id: int) -> str:
         return self.sw.evaluate("tabId => chrome.action.getBadgeText({tabId})", tab_id)
 
-    def configure(self, server_url: str, api_key: str = "", use_diarization: bool = True) -> None:
+    def configure(self, server_url: str, api_key: str = "", use_diarization: bool = False) -> None:
         """Through the options page, as a user would."""
         page = self.context.new_page()
         try:
