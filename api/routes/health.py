@@ -15,15 +15,16 @@ from fastapi.responses import JSONResponse
 from api.deps import DetectorDep, GateDep, SettingsDep
 from api.pages import page_response, prefers_html
 from api.runtime import ModelSlot, UploadSpool
-from api.schemas import HealthResponse
+from api.schemas import HealthResponse, InfoResponse, RootResponse
 from soundsentry.audio import DEMUXERS, available_decoders
 from soundsentry.report import without_paths
 
 router = APIRouter(tags=["status"])
 
 
-@router.get("/", responses={200: {"description": "this JSON; the page for people (HTML) when Accept prefers "
-                                                 "text/html", "content": {"text/html": {}}}})
+@router.get("/", response_model=RootResponse,
+            responses={200: {"description": "this JSON; the page for people (HTML) when Accept prefers text/html",
+                             "content": {"text/html": {"example": "<!doctype html>..."}}}})
 def root(request: Request, response: Response):
     if prefers_html(request.headers.get("accept")):
         return page_response()
@@ -61,7 +62,7 @@ def health(request: Request):
                           detail="; ".join(degraded) or None, backends=detector.models, decoders=decoders)
 
 
-@router.get("/info")
+@router.get("/info", response_model=InfoResponse)
 def info(detector: DetectorDep, settings: SettingsDep, gate: GateDep) -> dict:
     return {
         **detector.info(),

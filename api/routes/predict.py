@@ -96,8 +96,9 @@ def predict(
     settings: SettingsDep,
     gate: GateDep,
     audio: Annotated[UploadFile, File(description="the recording: WAV, MP3, WEBM/Opus, OGG, M4A/AAC, FLAC")],
-    use_diarization: Annotated[bool, Form(description="split the speech per speaker first")] = False,
-    rttm: Annotated[bool, Form(description="also answer the speaker turns as RTTM (field `rttm`)")] = False,
+    use_diarization: Annotated[bool, Form(description="split the speech per speaker first", examples=[True])] = False,
+    rttm: Annotated[bool, Form(description="also answer the speaker turns as RTTM (field `rttm`)",
+                               examples=[False])] = False,
 ) -> dict:
     with gate.slot():
         limits = settings.decode_limits(use_diarization)
@@ -121,7 +122,8 @@ def batch_predict(
     settings: SettingsDep,
     gate: GateDep,
     files: Annotated[list[UploadFile], File(description="up to 10 recordings")],
-    use_diarization: Annotated[bool, Form()] = False,
+    use_diarization: Annotated[bool, Form(description="split each file's speech per speaker first",
+                                          examples=[False])] = False,
 ) -> BatchResponse:
     if len(files) > settings.max_batch_files:
         raise InputError(f"{len(files)} files sent; at most {settings.max_batch_files} per batch. "

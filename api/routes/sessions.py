@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, Request, Response, UploadFile
 
+from api import examples
 from api.deps import DetectorDep, GateDep, SettingsDep
 from api.routes.predict import ERRORS, analyse, bounded, note_reports
 from api.schemas import ChunkResponse, ErrorResponse, SessionCreated, SessionOut
@@ -23,7 +24,8 @@ from soundsentry.sessions import NOT_FOUND, SESSION_ID, SessionStore, add_chunk,
 
 router = APIRouter(prefix="/sessions", tags=["sessions"], form_limits={"max_files": 1, "max_fields": 16})
 SESSION_ERRORS = {**ERRORS, 404: {"model": ErrorResponse}}
-SessionId = Annotated[str, Path(description="the id POST /sessions answered")]
+SessionId = Annotated[str, Path(description="the id POST /sessions answered",
+                                examples=[examples.SESSION_CREATED["session_id"]])]
 
 
 def store_of(request: Request) -> SessionStore:
@@ -51,7 +53,7 @@ def post_chunk(
     settings: SettingsDep,
     gate: GateDep,
     audio: Annotated[UploadFile, File(description="the next chunk of the stream (the extension: 4 s of WEBM/Opus)")],
-    use_diarization: Annotated[bool, Form(description="split the chunk per speaker first")] = False,
+    use_diarization: Annotated[bool, Form(description="split the chunk per speaker first", examples=[False])] = False,
 ) -> dict:
     store = store_of(request)
     store.get(checked(session_id))  # 404 before any work
