@@ -1,4 +1,4 @@
-# Sound Sentry API, CPU-only image.
+# Sound Sentry API, CPU-only image (the page at /, offline /docs, sessions in process or in Redis via SOUNDSENTRY_REDIS_URL).
 #   docker build -t soundsentry .
 #   docker run -p 8000:8000 -v "$PWD/model:/app/model:ro" soundsentry   # model/ optional
 FROM python:3.11-slim
@@ -29,7 +29,7 @@ RUN TORCH_PINS=$(grep -E '^(torch|torchaudio)==' requirements.txt) \
  && pip install --index-url https://download.pytorch.org/whl/cpu $TORCH_PINS \
  && pip install -r requirements.txt \
  && pip install --no-deps -r requirements-nodeps.txt \
- && python -c "import torch, torchaudio, torchcodec, av, pyannote.audio, silero_vad, resemblyzer, fastapi, prometheus_client"
+ && python -c "import torch, torchaudio, torchcodec, av, pyannote.audio, silero_vad, resemblyzer, fastapi, prometheus_client, fastapi_offline, redis"
 
 COPY soundsentry/ soundsentry/
 COPY api/ api/
