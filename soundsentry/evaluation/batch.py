@@ -74,27 +74,36 @@ def predict_items(
     chunks: BrowserChunks | None = None,
     progress: Callable[[Iterable[AudioItem]], Iterable[AudioItem]] = lambda x: x,
 ) -> list[Prediction]:
-    """One prediction per file, or per chunk of each file with ``chunks``."""
+    """One prediction per file, or per chunk of each file with ``chunks`` (:func:`predict_item` on each)."""
     predictions = []
     for item in progress(items):
+        predictions += predict_item(detector, item, use_diarization=use_diarization, chunks=chunks)
+    return predictions
+
+
+def predict_item(
+    detector: Detector, item: AudioItem, *, use_diarization: bool = False, chunks: BrowserChunks | None = None,
+) -> list[Prediction]:
+    """The predictions of one file: one, or one per chunk with ``chunks``; an ``error`` one when it cannot
+    be read or decoded. The one unit of work of every engine (:mod:`soundsentry.evaluation.engines`)."""
+    try:
+        data = item.path.read_bytes()
+        uploads = chunks.split(data, item.path.name) if chunks else [(item.path.name, data)]
+    except (SoundSentryError, OSError) as error:
+        return [_failed(item, error)]
+    predictions = []
+    for name, upload in uploads:
         try:
-            data = item.path.read_bytes()
-            uploads = chunks.split(data, item.path.name) if chunks else [(item.path.name, data)]
-        except (SoundSentryError, OSError) as error:
+            report = detector.predict_bytes(upload, filename=name, use_diarization=use_diarization)
+        except SoundSentryError as error:
             predictions.append(_failed(item, error))
             continue
-        for name, upload in uploads:
-            try:
-                report = detector.predict_bytes(upload, filename=name, use_diarization=use_diarization)
-            except SoundSentryError as error:
-                predictions.append(_failed(item, error))
-                continue
-            status = "no_speech" if report.overall == "No Speech" else "ok"
-            predictions.append(Prediction(
-                item, status, probability=report.mean_probability, overall=report.overall, zone=report.zone or "",
-                category=report.category, speakers=len(report.speakers), chunk=name,
-                processing_ms=sum(report.timings_ms.values()), member_scores=_member_means(report),
-            ))
+        status = "no_speech" if report.overall == "No Speech" else "ok"
+        predictions.append(Prediction(
+            item, status, probability=report.mean_probability, overall=report.overall, zone=report.zone or "",
+            category=report.category, speakers=len(report.speakers), chunk=name,
+            processing_ms=sum(report.timings_ms.values()), member_scores=_member_means(report),
+        ))
     return predictions
 
 
@@ -190,6 +199,10 @@ def summarise(predictions: list[Prediction], thresholds: dict[str, float]) -> di
         for name, groups in (("source", arrays["sources"]), ("system", arrays["systems"])):
             summary[f"per_{name}_eer"] = per_group(labels, scores, groups)
             summary[f"per_{name}_min_dcf"] = per_group(labels, scores, groups, min_dcf)
+            # the trials behind each EER: its fakes, against all reals (an EER of 3 fakes moves in 33-point steps)
+            summary[f"per_{name}_trials"] = {group: {"fake": int(((groups == group) & (labels == 1)).sum()),
+                                                     "real": int((labels == 0).sum())}
+                                              for group in summary[f"per_{name}_eer"]}
         summary["per_source_eer_interval"] = _source_intervals(labels, scores, arrays["sources"], files)
         summary["per_source_eer_within_source"] = per_group(labels, scores, arrays["sources"], within=True)
         members = _member_scores(scored)
