@@ -32,6 +32,14 @@ DIR holds ``real/`` and ``fake/`` sub-folders, or a ``manifest.csv`` (``path,lab
 accuracy, precision, recall, f1, confusion_matrix, threshold, min DCF, per-source and per-system EER
 and min DCF when the data names them, each scorer alone and its paired EER difference to the served
 score), the figures of ``soundsentry.evaluation.plots`` beside them, and prints a summary.
+
+``--engine dask`` scores the files on a local Dask cluster of ``--workers`` processes (one torch thread
+each), or on the running cluster at ``--scheduler tcp://HOST:8786`` (``dask scheduler``, then
+``dask worker tcp://HOST:8786 --nthreads 1`` on each machine; every worker needs this package, the models
+at the same ``--data-dir`` path and read access to the test files at the same paths). The predictions are
+the sequential run's. Each finished file is appended to ``OUT/predictions.partial.jsonl``: a run with the
+same settings in the same ``--output-dir`` skips the files found there (an interrupted run resumes);
+one with other settings is refused unless ``--restart`` is given.
 """
 
 
@@ -112,7 +120,22 @@ def evaluate_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="score each file as the browser extension sends it: 4 s WEBM/Opus 32 kb/s chunks")
     parser.add_argument("--no-plots", action="store_true",
                         help="skip the PNG figures (confusion matrix, ROC, DET, score histograms)")
-    return parser.parse_args(argv)
+    parser.add_argument("--engine", choices=("sequential", "dask"), default="sequential",
+                        help="where the files are scored: this process, or a Dask cluster (default: sequential)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="--engine dask: processes of the local cluster, one torch thread each (default 2)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="--engine dask: a running cluster's scheduler (tcp://HOST:8786) instead of a local "
+                        "cluster; --workers is then ignored")
+    parser.add_argument("--restart", action="store_true",
+                        help="ignore the partial results in --output-dir and score every file again")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.scheduler and args.engine != "dask":
+        parser.error("--scheduler needs --engine dask")
+    return args
 
 
 def format_summary(metrics: dict) -> str:
@@ -148,17 +171,21 @@ def format_summary(metrics: dict) -> str:
                      f"{100 * gain['difference']:+.1f} points (95 % interval {100 * low:+.1f} to {100 * high:+.1f})")
     for key in ("per_source_eer", "per_source_eer_within_source", "per_system_eer"):
         if len(metrics.get(key, {})) > 1:
-            lines.append(key.replace("_", " ") + ": " + ", ".join(f"{k} {v:.1%}" for k, v in metrics[key].items()))
+            trials = metrics.get(key.replace("_eer", "_trials").replace("_within_source", ""), {})
+            lines.append(key.replace("_", " ") + ": " + ", ".join(
+                f"{k} {v:.1%}" + (f" (n={trials[k]['fake']})" if k in trials else "") for k, v in metrics[key].items()))
     return "\n".join(lines)
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:
-    """``soundsentry evaluate``: score a labelled folder through the served path; write predictions, metrics, plots."""
-    import torch
-    from tqdm import tqdm
+    """``soundsentry evaluate``: score a labelled folder through the served path; write predictions, metrics, plots.
 
-    from soundsentry.datasets import load_items
-    from soundsentry.evaluation.batch import BrowserChunks, predict_items, scored_arrays, summarise
+    The files are scored by :func:`soundsentry.evaluation.engines.evaluate_items` (sequential or Dask,
+    resuming from ``--output-dir``'s partial results).
+    """
+    from soundsentry.datasets import AudioItem, load_items
+    from soundsentry.evaluation.batch import BrowserChunks, Prediction, scored_arrays, summarise
+    from soundsentry.evaluation.engines import ResumeError, RunSettings, evaluate_items
     from soundsentry.evaluation.plots import write_plots
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -170,32 +197,46 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         return 2
     if args.limit:
         items = items[: args.limit]
-    torch.set_num_threads(args.threads)
-    from soundsentry.detector import Detector, DetectorConfig
-
-    detector = Detector.load(DetectorConfig(data_dir=args.data_dir, denoise=args.denoise, tkan_dir=args.tkan_dir,
-                                            xvector_dir=args.xvector_dir))
-    predictions = predict_items(detector, items, use_diarization=args.use_diarization,
-                                chunks=BrowserChunks() if args.browser_chunks else None,
-                                progress=lambda x: tqdm(x, desc="evaluating", unit="file"))
-    metrics = summarise(predictions, detector.thresholds)
+    settings = RunSettings.of(test_dir=args.test_dir, data_dir=args.data_dir, tkan_dir=args.tkan_dir,
+                              xvector_dir=args.xvector_dir, denoise=args.denoise,
+                              use_diarization=args.use_diarization,
+                              chunks=BrowserChunks() if args.browser_chunks else None)
+    try:
+        outcome = evaluate_items(items, settings, args.output_dir, engine=args.engine, workers=args.workers,
+                                 scheduler=args.scheduler, threads=args.threads, restart=args.restart,
+                                 progress=not args.quiet, say=lambda line: sys.stderr.write(line + "\n"))
+    except ResumeError as error:
+        sys.stderr.write(f"cannot resume: {error}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"interrupted: the files scored so far are kept in {args.output_dir}; "
+                         "run the same command again to go on\n")
+        return 130
+    predictions = outcome.predictions
+    metrics = summarise(predictions, outcome.thresholds)
     metrics["use_diarization"] = args.use_diarization
     metrics["browser_chunks"] = args.browser_chunks
     metrics["denoise"] = args.denoise
-    metrics["models"] = detector.models
+    metrics["models"] = outcome.models
+    metrics["run"] = outcome.run
     args.output_dir.mkdir(parents=True, exist_ok=True)
     with (args.output_dir / "predictions.csv").open("w", newline="") as handle:
-        rows = [p.row() for p in predictions]
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(Prediction(AudioItem(Path(""), 0), "error").row()))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(p.row() for p in predictions)
     (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     arrays = scored_arrays(predictions)
     if not args.no_plots and arrays["labels"].size:
         threshold = 0.5 if metrics.get("threshold") is None else metrics["threshold"]
         write_plots(args.output_dir, arrays["labels"], arrays["scores"], threshold,
-                    groups=arrays["systems"], decisions=arrays["verdicts"])
-    sys.stdout.write(format_summary(metrics) + f"\nwritten to {args.output_dir}\n")
+                    groups=arrays["systems"], decisions=arrays["verdicts"],
+                    category_thresholds=metrics.get("model_thresholds"))
+    run = outcome.run
+    speed = f": {run['files_per_s']:.2f} files/s" if run["files_per_s"] else ""
+    engine = run["engine"] + (f", {run['workers']} workers" if run["engine"] == "dask" else "")
+    sys.stdout.write(format_summary(metrics) + f"\nscored {run['files_scored_now']} files in {run['scoring_s']:.1f} s"
+                     f"{speed} ({engine}; {run['files_resumed']} resumed, startup {run['startup_s']:.1f} s)"
+                     f"\nwritten to {args.output_dir}\n")
     return 0
 
 
