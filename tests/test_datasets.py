@@ -18,7 +18,7 @@ import soundfile as sf
 from soundsentry.constants import SAMPLE_RATE
 from soundsentry.datasets import AudioItem, load_items
 from soundsentry.evaluation.batch import Prediction, summarise
-from soundsentry.evaluation.plots import write_plots
+from soundsentry.evaluation.plots import MAX_GROUP_CURVES, curve_groups, write_plots
 
 
 def write_clip(path: Path, seed: int = 0) -> Path:
@@ -164,6 +164,7 @@ def test_summary_has_per_group_eer_and_min_dcf() -> None:
     ]
     metrics = summarise(predictions, {"normal": 0.5})
     assert metrics["per_system_eer"] == {"A01": 0.0, "A02": 0.25}
+    assert metrics["per_system_trials"] == {"A01": {"fake": 1, "real": 2}, "A02": {"fake": 1, "real": 2}}
     assert metrics["per_source_eer"] == {"a": 0.0, "b": 0.25}
     assert metrics["per_source_eer_interval"]["a"] == [0.0, 0.0] and metrics["per_source_eer_interval"]["b"][1] > 0
     assert metrics["per_source_eer_within_source"] == {"a": 0.0, "b": 0.0}
@@ -211,6 +212,15 @@ def test_compare_runs_pairs_the_trials_both_scored(tmp_path: Path) -> None:
     assert compare_runs.main([str(baseline), str(flipped)]) == 2
 
 
+def test_only_groups_with_enough_fakes_get_their_own_curve() -> None:
+    labels = np.array([0] * 30 + [1] * 70)
+    groups = np.array([""] * 30 + ["big"] * 40 + ["mid"] * 25 + ["tiny"] * 3 + ["few"] * 2)
+    assert curve_groups(labels, groups) == (["big", "mid"], 2)  # largest first; tiny and few left out
+    assert curve_groups(labels, np.array([""] * 30 + ["one"] * 70)) == ([], 0)  # one group would repeat "all"
+    many = np.array([""] * 30 + [f"g{i // 20}" for i in range(280)])
+    assert len(curve_groups(np.array([0] * 30 + [1] * 280), many)[0]) == MAX_GROUP_CURVES
+
+
 def test_write_plots(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 50)
@@ -220,6 +230,9 @@ def test_write_plots(tmp_path: Path) -> None:
     assert sorted(p.name for p in written) == ["confusion_matrix.png", "det.png", "roc.png", "score_histogram.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+    # the histogram with the three duration categories' thresholds
+    assert write_plots(tmp_path / "three", labels, scores, 0.5, groups=groups,
+                       category_thresholds={"very_short": 0.9, "short": 0.66, "normal": 0.63})
     # one class only: no ROC/DET, the other two still come
     only_real = write_plots(tmp_path / "real", labels[:50], scores[:50], 0.5)
     assert sorted(p.name for p in only_real) == ["confusion_matrix.png", "score_histogram.png"]

@@ -6,6 +6,7 @@ no global backend), so the service never imports it and batch runs need no displ
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +14,27 @@ import numpy as np
 
 from soundsentry.evaluation.metrics import compute_det_curve, compute_eer
 
-MAX_GROUP_CURVES = 12
+# a group's own curve needs this many fakes: an EER of 3 files moves in steps of 33 points
+MIN_GROUP_FAKES = 20
+MAX_GROUP_CURVES = 12  # drawn in distinct colours (tab20 has 20), the overall curve in black
 DET_TICKS = (0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99, 0.999)
 
 
 def write_plots(
     output_dir: Path, labels: np.ndarray, fake_scores: np.ndarray, threshold: float,
     groups: np.ndarray | None = None, decisions: np.ndarray | None = None,
+    category_thresholds: Mapping[str, float] | None = None,
 ) -> list[Path]:
     """Write ``confusion_matrix.png``, ``roc.png``, ``det.png`` and ``score_histogram.png``.
 
     ``labels`` are 1 for fake, ``fake_scores`` P(fake) or any score where higher means fake.
     The confusion matrix counts ``fake_scores >= threshold``, or ``decisions`` (1 = fake) when
     given, e.g. the detector's verdicts. With ``groups`` (one name per trial, e.g. the generator),
-    ROC and DET also draw each named group's fakes against all reals. ROC and DET need both
-    classes and are skipped otherwise. Returns the paths written.
+    ROC and DET also draw the fakes of each named group with at least :data:`MIN_GROUP_FAKES` of them
+    against all reals (at most :data:`MAX_GROUP_CURVES`, largest first), every legend entry with its
+    trial count. The histogram marks ``category_thresholds`` (the model's threshold per duration
+    category) when given, else ``threshold``. ROC and DET need both classes and are skipped otherwise.
+    Returns the paths written.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -53,30 +60,52 @@ def write_plots(
 
     real, fake = scores[labels == 0], scores[labels == 1]
     if real.size and fake.size:
-        curves = [("all", fake)] + [
-            (str(group), scores[(groups == group) & (labels == 1)]) for group in _named_groups(labels, groups)
+        named, left_out = curve_groups(labels, groups)
+        curves = [(f"all: {fake.size} fake, {real.size} real", fake)] + [
+            (f"{group} (n={len(values)})", values)
+            for group in named for values in [scores[(groups == group) & (labels == 1)]]
         ]
-        figure = Figure(figsize=(5.5, 5))
-        _roc(figure.add_subplot(), real, curves)
+        note = f"{left_out} groups with < {MIN_GROUP_FAKES} fakes not drawn" if left_out else None
+        figure = Figure(figsize=(6.5, 5.5))
+        _roc(figure.add_subplot(), real, curves, note)
         save(figure, "roc.png")
-        figure = Figure(figsize=(5.5, 5))
-        _det(figure.add_subplot(), real, curves)
+        figure = Figure(figsize=(6.5, 5.5))
+        _det(figure.add_subplot(), real, curves, note)
         save(figure, "det.png")
 
-    figure = Figure(figsize=(6, 4))
-    _histograms(figure.add_subplot(), real, fake, threshold)
+    figure = Figure(figsize=(6.5, 4))
+    _histograms(figure.add_subplot(), real, fake, dict(category_thresholds) if category_thresholds
+                else {"threshold": threshold})
     save(figure, "score_histogram.png")
     return written
 
 
-def _named_groups(labels: np.ndarray, groups: np.ndarray | None) -> list[str]:
-    """The largest named groups of fakes, when there are at least two (one would repeat "all")."""
+def curve_groups(labels: np.ndarray, groups: np.ndarray | None) -> tuple[list[str], int]:
+    """The largest named groups of fakes with at least :data:`MIN_GROUP_FAKES` each (none when only one
+    group is named: it would repeat "all"), and how many named groups were left out."""
     if groups is None:
-        return []
+        return [], 0
     names, counts = np.unique(groups[(labels == 1) & (groups != "")], return_counts=True)
     if names.size < 2:
-        return []
-    return [str(n) for n in names[np.argsort(-counts, kind="stable")][:MAX_GROUP_CURVES]]
+        return [], 0
+    order = np.argsort(-counts, kind="stable")
+    kept = [str(names[i]) for i in order if counts[i] >= MIN_GROUP_FAKES][:MAX_GROUP_CURVES]
+    return kept, int(names.size - len(kept))
+
+
+def _colour(index: int) -> Any:
+    """Black for the overall curve, then distinct colours (tab20) for the groups."""
+    if index == 0:
+        return "black"
+    from matplotlib import colormaps
+
+    return colormaps["tab20"]((index - 1) % 20)
+
+
+def _legend(axes: Any, note: str | None, location: str) -> None:
+    if note:
+        axes.plot([], [], " ", label=note)  # a legend line with no mark
+    axes.legend(fontsize="x-small", loc=location)
 
 
 def _confusion(axes: Any, labels: np.ndarray, predicted: np.ndarray, how: str) -> None:
@@ -94,24 +123,23 @@ def _confusion(axes: Any, labels: np.ndarray, predicted: np.ndarray, how: str) -
     axes.set_title(f"Confusion matrix ({how})")
 
 
-def _roc(axes: Any, real: np.ndarray, curves: list[tuple[str, np.ndarray]]) -> None:
+def _roc(axes: Any, real: np.ndarray, curves: list[tuple[str, np.ndarray]], note: str | None = None) -> None:
     for index, (name, fake) in enumerate(curves):
         miss, false_alarm, _ = compute_det_curve(fake, real)
         order = np.argsort(false_alarm, kind="stable")
         fpr, tpr = np.concatenate([[0.0], false_alarm[order]]), np.concatenate([[0.0], 1 - miss[order]])
         auc = float(np.trapezoid(tpr, fpr))
-        axes.plot(fpr, tpr, lw=2.0 if index == 0 else 1.0, color="black" if index == 0 else None,
-                  label=f"{name} (AUC {auc:.3f})")
+        axes.plot(fpr, tpr, lw=2.0 if index == 0 else 1.0, color=_colour(index), label=f"{name}: AUC {auc:.3f}")
     axes.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
     axes.set_xlabel("false-alarm rate (real called fake)")
     axes.set_ylabel("detection rate (fake called fake)")
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
-    axes.set_title("ROC")
-    axes.legend(fontsize="small", loc="lower right")
+    axes.set_title("ROC (each group's fakes against all reals)")
+    _legend(axes, note, "lower right")
 
 
-def _det(axes: Any, real: np.ndarray, curves: list[tuple[str, np.ndarray]]) -> None:
+def _det(axes: Any, real: np.ndarray, curves: list[tuple[str, np.ndarray]], note: str | None = None) -> None:
     """Miss against false-alarm rate on normal-deviate axes, where Gaussian scores give lines."""
     from scipy.stats import norm
 
@@ -121,8 +149,8 @@ def _det(axes: Any, real: np.ndarray, curves: list[tuple[str, np.ndarray]]) -> N
     for index, (name, fake) in enumerate(curves):
         miss, false_alarm, _ = compute_det_curve(fake, real)
         eer = compute_eer(fake, real)[0]
-        axes.plot(deviate(false_alarm), deviate(miss), lw=2.0 if index == 0 else 1.0,
-                  color="black" if index == 0 else None, label=f"{name} (EER {eer:.1%})")
+        axes.plot(deviate(false_alarm), deviate(miss), lw=2.0 if index == 0 else 1.0, color=_colour(index),
+                  label=f"{name}: EER {eer:.1%}")
     limits = deviate(np.array([DET_TICKS[0], DET_TICKS[-1]]))
     axes.plot(limits, limits, ls=":", color="grey", lw=1)
     ticks = deviate(np.array(DET_TICKS))
@@ -133,20 +161,22 @@ def _det(axes: Any, real: np.ndarray, curves: list[tuple[str, np.ndarray]]) -> N
     axes.set_ylim(*limits)
     axes.set_xlabel("false-alarm rate (%)")
     axes.set_ylabel("miss rate (%)")
-    axes.set_title("DET")
+    axes.set_title("DET (each group's fakes against all reals)")
     axes.grid(True, lw=0.3)
-    axes.legend(fontsize="small", loc="upper right")
+    _legend(axes, note, "upper right")
 
 
-def _histograms(axes: Any, real: np.ndarray, fake: np.ndarray, threshold: float) -> None:
+def _histograms(axes: Any, real: np.ndarray, fake: np.ndarray, thresholds: Mapping[str, float]) -> None:
+    """Both classes' scores, and a line at each threshold (one per duration category when given)."""
     both = np.concatenate([real, fake])
     low, high = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
     bins = np.linspace(min(low, 0.0), max(high, 1.0), 41)
     for values, name, color in ((real, "real", "tab:green"), (fake, "fake", "tab:red")):
         if values.size:
             axes.hist(values, bins=bins, density=True, alpha=0.5, color=color, label=f"{name} ({values.size})")
-    axes.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3g}")
+    for (name, value), style in zip(thresholds.items(), ("--", "-.", ":", (0, (5, 1))), strict=False):
+        axes.axvline(value, color="black", ls=style, lw=1, label=f"{name.replace('_', ' ')} threshold {value:.3g}")
     axes.set_xlabel("score (P(fake))")
     axes.set_ylabel("density")
     axes.set_title("Scores per class")
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="x-small")
