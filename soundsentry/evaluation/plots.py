@@ -16,7 +16,7 @@ from soundsentry.evaluation.metrics import compute_det_curve, compute_eer
 
 # a group's own curve needs this many fakes: an EER of 3 files moves in steps of 33 points
 MIN_GROUP_FAKES = 20
-MAX_GROUP_CURVES = 12  # drawn in distinct colours (tab20 has 20), the overall curve in black
+MAX_GROUP_CURVES = 12  # drawn in distinct colours (tab10, then tab20's lighter shades), the overall curve in black
 DET_TICKS = (0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99, 0.999)
 
 
@@ -94,12 +94,13 @@ def curve_groups(labels: np.ndarray, groups: np.ndarray | None) -> tuple[list[st
 
 
 def _colour(index: int) -> Any:
-    """Black for the overall curve, then distinct colours (tab20) for the groups."""
+    """Black for the overall curve, then tab10's ten colours, then tab20's lighter shades: no two alike."""
     if index == 0:
         return "black"
     from matplotlib import colormaps
 
-    return colormaps["tab20"]((index - 1) % 20)
+    index -= 1
+    return colormaps["tab10"](index) if index < 10 else colormaps["tab20"](2 * (index - 10) % 20 + 1)
 
 
 def _legend(axes: Any, note: str | None, location: str) -> None:
