@@ -185,7 +185,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     """
     from soundsentry.datasets import AudioItem, load_items
     from soundsentry.evaluation.batch import BrowserChunks, Prediction, scored_arrays, summarise
-    from soundsentry.evaluation.engines import ResumeError, RunSettings, evaluate_items
+    from soundsentry.evaluation.engines import EngineError, ResumeError, RunSettings, evaluate_items
     from soundsentry.evaluation.plots import write_plots
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -207,6 +207,9 @@ def evaluate_main(argv: list[str] | None = None) -> int:
                                  progress=not args.quiet, say=lambda line: sys.stderr.write(line + "\n"))
     except ResumeError as error:
         sys.stderr.write(f"cannot resume: {error}\n")
+        return 2
+    except EngineError as error:
+        sys.stderr.write(f"cannot evaluate on the cluster: {error}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"interrupted: the files scored so far are kept in {args.output_dir}; "

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -100,6 +104,34 @@ def test_dask_gives_the_sequential_predictions(manifest: Path, sequential: Path,
     assert run["engine"] == "dask" and run["workers"] == 2 and run["files_scored_now"] == len(VOICES) + 1
     assert not (output / ".dask-scratch").exists(), "the local cluster's scratch folder was left behind"
     assert dask_leftovers() <= before, "Dask left files in the temp folder"
+
+
+def test_a_running_cluster_gives_the_sequential_predictions(manifest: Path, sequential: Path, tmp_path: Path) -> None:
+    """``dask scheduler`` and ``dask worker ADDRESS --nthreads 1`` as the README starts them, then --scheduler."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    environ = os.environ | {"DASK_TEMPORARY_DIRECTORY": str(tmp_path / "scratch")}
+    dask = [sys.executable, "-m", "dask"]
+    logs = (tmp_path / "scheduler.log").open("w"), (tmp_path / "worker.log").open("w")
+    scheduler = subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                                 cwd=tmp_path, env=environ, stdout=logs[0], stderr=subprocess.STDOUT)
+    worker = subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-dashboard",
+                               "--local-directory", str(tmp_path / "scratch")],
+                              cwd=tmp_path, env=environ, stdout=logs[1], stderr=subprocess.STDOUT)
+    try:
+        output = tmp_path / "cluster"
+        assert evaluate(manifest, output, "--engine", "dask", "--scheduler", address) == 0
+        assert rows(output) == rows(sequential)
+        run = json.loads((output / "metrics.json").read_text())["run"]
+        assert run["scheduler"] == address and run["workers"] == 1
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+            process.wait(timeout=60)
+        for log in logs:
+            log.close()
 
 
 def test_a_rerun_scores_only_the_missing_files(manifest: Path, sequential: Path, tmp_path: Path,
