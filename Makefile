@@ -55,9 +55,10 @@ operating-point: setup-dev
 rollup: setup-dev
 	.venv/bin/soundsentry train --shared $(SHARED) configs/21_rollup.toml
 
+# --restart: the published figures are scored afresh (a run by hand resumes from results/*/predictions.partial.jsonl)
 evaluate: setup
-	$(PYTHON) -m scripts.run_test --test-dir $(SHARED)/devset --output-dir results/devset
-	$(PYTHON) -m scripts.run_test --test-dir $(SHARED)/devset --output-dir results/devset_webm --browser-chunks
+	$(PYTHON) -m scripts.run_test --test-dir $(SHARED)/devset --output-dir results/devset --restart
+	$(PYTHON) -m scripts.run_test --test-dir $(SHARED)/devset --output-dir results/devset_webm --browser-chunks --restart
 	$(PYTHON) -m scripts.evaluate_conversations --devset $(SHARED)/devset --output-dir results/conversations
 	$(PYTHON) -m scripts.check_shortcuts --data $(SHARED)/corpus/manifest.csv --output results/shortcuts_corpus.json
 	$(PYTHON) -m scripts.model_card --devset-metrics results/devset/metrics.json \

@@ -115,7 +115,8 @@ def evaluate_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="noisereduce the input before scoring (measured on the devset: see data/MODEL_CARD.md)")
     parser.add_argument("--output-dir", type=Path, default=Path("results"))
     parser.add_argument("--limit", type=int, help="only the first N files")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (more only helps on an idle machine)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the sequential engine (more only "
+                        "helps on an idle machine; a Dask worker uses one)")
     parser.add_argument("--browser-chunks", action="store_true",
                         help="score each file as the browser extension sends it: 4 s WEBM/Opus 32 kb/s chunks")
     parser.add_argument("--no-plots", action="store_true",

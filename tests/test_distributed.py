@@ -187,3 +187,19 @@ def test_other_settings_are_refused_unless_restarted(manifest: Path, sequential:
     assert header["settings"]["browser_chunks"] == {"chunk_s": 4.0, "bitrate": "32k"}
     assert len(records(output)) == 2
     assert all(row["chunk"].split("#")[0] in row["path"] for row in rows(output))
+
+
+def test_retrained_models_are_refused(manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model file rewritten under the same name (what ``make train`` does to data/) is another model."""
+    from soundsentry.constants import DEFAULT_DATA_DIR
+
+    models = tmp_path / "models"
+    shutil.copytree(DEFAULT_DATA_DIR, models)
+    output = tmp_path / "out"
+    assert evaluate(manifest, output, "--data-dir", str(models), "--limit", "1") == 0
+    rollup = models / "rollup.json"
+    rollup.write_text(rollup.read_text() + "\n")  # the same model, other bytes: the digest cannot tell
+    capsys.readouterr()
+    assert evaluate(manifest, output, "--data-dir", str(models), "--limit", "2") == 2
+    assert "model_files" in capsys.readouterr().err
+    assert len(records(output)) == 1

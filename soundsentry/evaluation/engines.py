@@ -18,6 +18,7 @@ first file (:func:`worker_detector`), so every worker needs this package, the mo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 ENGINES = ("sequential", "dask")
 PARTIAL_NAME = "predictions.partial.jsonl"
 PARTIAL_FORMAT = 1
+# the files of a model directory that decide predictions (not its notes, model card or recipes)
+MODEL_SUFFIXES = frozenset({".json", ".pt", ".pth", ".pkl", ".joblib", ".onnx", ".bin", ".ckpt", ".safetensors",
+                            ".npy", ".npz", ".yaml"})
 CONNECT_S, WAIT_S = 20, 60  # a running cluster: to reach its scheduler, then for its first worker
 
 
@@ -80,6 +84,17 @@ class RunSettings:
 
     def detector_key(self) -> tuple:
         return (self.data_dir, self.tkan_dir, self.xvector_dir, self.denoise)
+
+    def model_files(self) -> str:
+        """A digest of the model files in the model directories: a retrained model under the same name
+        (``make train`` rewrites data/) is another model, whatever its description says."""
+        digest = hashlib.sha256()
+        for folder in dict.fromkeys(d for d in (self.data_dir, self.tkan_dir, self.xvector_dir) if d is not None):
+            root = Path(folder)
+            files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES)
+            for path in files:
+                digest.update(f"{path.relative_to(root)}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\0".encode())
+        return digest.hexdigest()[:16]
 
     def load_detector(self):
         from soundsentry.detector import Detector, DetectorConfig
@@ -174,8 +189,14 @@ _DETECTORS: dict[tuple, Any] = {}
 _DETECTOR_LOCK = threading.Lock()
 
 
+def identity(detector, settings: RunSettings) -> dict[str, str]:
+    """What a partial result records of the models: their descriptions and the digest of their files."""
+    return detector.models | {"model_files": settings.model_files()}
+
+
 def worker_detector(settings: RunSettings):
-    """The worker process's detector for ``settings``: loaded on its first call, then kept (one at a time)."""
+    """The worker process's detector for ``settings`` and its :func:`identity`: loaded on its first call,
+    then kept (one at a time)."""
     key = settings.detector_key()
     with _DETECTOR_LOCK:
         if key not in _DETECTORS:
@@ -184,7 +205,8 @@ def worker_detector(settings: RunSettings):
             torch.set_num_threads(1)
             _undo_malloc_trim_threshold()
             _DETECTORS.clear()
-            _DETECTORS[key] = settings.load_detector()
+            detector = settings.load_detector()
+            _DETECTORS[key] = detector, identity(detector, settings)
         return _DETECTORS[key]
 
 
@@ -206,15 +228,15 @@ def _undo_malloc_trim_threshold() -> None:
 
 
 def detector_info(settings: RunSettings) -> dict[str, Any]:
-    """On a worker: the thresholds and models of its detector (what metrics.json records)."""
-    detector = worker_detector(settings)
-    return {"thresholds": detector.thresholds, "models": detector.models}
+    """On a worker: the thresholds and models of its detector (what metrics.json records), and their identity."""
+    detector, models = worker_detector(settings)
+    return {"thresholds": detector.thresholds, "models": detector.models, "identity": models}
 
 
 def predict_on_worker(settings: RunSettings, item: AudioItem) -> tuple[dict[str, str], list[Prediction]]:
-    """On a worker: :func:`predict_item` with the worker's detector, and the models it used."""
-    detector = worker_detector(settings)
-    return detector.models, predict_item(detector, item, use_diarization=settings.use_diarization,
+    """On a worker: :func:`predict_item` with the worker's detector, and the identity of its models."""
+    detector, models = worker_detector(settings)
+    return models, predict_item(detector, item, use_diarization=settings.use_diarization,
                                          chunks=settings.chunks)
 
 
@@ -311,7 +333,7 @@ def evaluate_items(
         torch.set_num_threads(threads)
         detector = settings.load_detector()
         thresholds, models = detector.thresholds, detector.models
-        with _opened(partial_path, settings, models, restart) as partial:
+        with _opened(partial_path, settings, identity(detector, settings), restart) as partial:
             pending = _pending(items, partial, say)
             bar = _Progress(len(items), len(items) - len(pending), "evaluating", settings.chunks is not None, progress)
             scoring = time.perf_counter()
@@ -332,21 +354,22 @@ def evaluate_items(
             # every worker loads its detector before the clock starts; they must all load the same models
             infos = client.gather([client.submit(detector_info, settings, workers=[address], pure=False)
                                    for address in client.nthreads()])
-            thresholds, models = infos[0]["thresholds"], infos[0]["models"]
-            if any(info["models"] != models for info in infos):
-                raise EngineError(f"the workers load different models: {infos}; every worker needs the same "
-                                   "--data-dir")
+            thresholds, models, identified = infos[0]["thresholds"], infos[0]["models"], infos[0]["identity"]
+            if any(info["identity"] != identified for info in infos):
+                found = {address: info["identity"] for address, info in zip(client.nthreads(), infos, strict=True)}
+                raise EngineError(f"the workers load different models: {found}; every worker needs the same "
+                                  "model files at the same --data-dir")
             cores = sum(client.nthreads().values())
             where = {"engine": "dask", "scheduler": scheduler or "local", "workers": len(client.nthreads()),
                      "threads": cores}
-            with _opened(partial_path, settings, models, restart) as partial:
+            with _opened(partial_path, settings, identified, restart) as partial:
                 pending = _pending(items, partial, say)
                 description = f"evaluating (dask, {where['workers']} workers)"
                 bar = _Progress(len(items), len(items) - len(pending), description, settings.chunks is not None,
                                 progress)
                 scoring = time.perf_counter()
                 try:
-                    _score_on_cluster(client, settings, pending, partial, bar, models, window=max(16, 4 * cores))
+                    _score_on_cluster(client, settings, pending, partial, bar, identified, window=max(16, 4 * cores))
                 finally:
                     bar.close()
                 finished = time.perf_counter()
