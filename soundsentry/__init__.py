@@ -16,11 +16,13 @@ import os
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from soundsentry.constants import SAMPLE_RATE, TELEMETRY_ENV
+from soundsentry.constants import ORT_TELEMETRY_ENV, SAMPLE_RATE, TELEMETRY_ENV
 
-# the one telemetry switch: pyannote.audio 4 sends usage metrics by default; this service never does.
-# Set before anything in the package can import pyannote.audio.
+# the telemetry switches: pyannote.audio 4 sends usage metrics by default, and onnxruntime (Silero VAD, the
+# segmentation network) its 1DS events; this service never does. Set before anything in the package can
+# import either.
 os.environ[TELEMETRY_ENV] = "false"
+os.environ[ORT_TELEMETRY_ENV] = "1"
 
 try:
     __version__ = metadata.version("soundsentry")

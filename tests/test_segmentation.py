@@ -3,6 +3,9 @@ loading, its chunks, what it hears of two espeak-ng voices talking at once, and 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +55,20 @@ def overlapped(audio_dir: Path) -> tuple[np.ndarray, Segment]:
     mix = np.concatenate([mix, turns[2], np.zeros(SAMPLE_RATE // 2, np.float32), turns[3]])
     both = Segment((lead + first.size - overlap) / SAMPLE_RATE, (lead + first.size) / SAMPLE_RATE)
     return mix, both
+
+
+def test_onnxruntime_telemetry_is_off(tmp_path: Path) -> None:
+    """onnxruntime 1.31 starts 1DS telemetry on import (a `.ses` file in $TMPDIR, a device id under the home
+    cache) unless ORT_DISABLE_TELEMETRY is set: importing the package sets it, whatever the environment says."""
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "home").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(TMPDIR=str(tmp_path / "tmp"), HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "home"))
+    probe = "import soundsentry.speech.segmentation, os; print(os.environ['ORT_DISABLE_TELEMETRY'])"
+    shown = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True,
+                           cwd=Path(__file__).resolve().parents[1])
+    assert shown.stdout.strip() == "1"
+    assert list((tmp_path / "tmp").iterdir()) == [] and list((tmp_path / "home").rglob("*onnxruntime*")) == []
 
 
 def test_powerset_classes() -> None:
