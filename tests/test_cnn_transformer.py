@@ -457,6 +457,38 @@ def test_combine_writes_an_ensemble_of_artefacts_that_share_their_held_out_speak
     assert not (tmp_path / "bad.pt").exists()
 
 
+def test_devset_check_writes_each_files_score_for_compare_runs(tmp_path: Path, real_and_fake) -> None:
+    """The trainer's devset check keeps each file's score in run_test's columns: two networks' checks
+    compare file by file (scripts.compare_runs), and a network compared with itself differs by nothing."""
+    import soundfile
+
+    from soundsentry.evaluation.batch import compare_runs
+    from soundsentry.training.train_cnn_transformer import evaluate_devset
+
+    rows = []
+    for label, clips in zip(("real", "fake"), real_and_fake, strict=True):
+        for index, clip in enumerate(clips):
+            path = tmp_path / f"{label}{index}.wav"
+            soundfile.write(path, clip, SAMPLE_RATE)
+            rows.append({"path": path.name, "label": label, "source": "espeak" if label == "real" else "gl"})
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "source"])
+        writer.writeheader()
+        writer.writerows(rows)
+    scorer = SpectralScorer(tiny_model().eval(), SpectralFeatures(kind="high", normalisation="utterance_band"))
+    scores_csv = tmp_path / "net.devset.csv"
+    report = evaluate_devset(scorer, manifest, scores_csv)
+    with scores_csv.open(newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert report["files"] == len(written) == 4
+    assert sorted(row["label"] for row in written) == ["fake", "fake", "real", "real"]
+    assert report["mean_score"]["real"] == pytest.approx(
+        np.mean([float(row["probability"]) for row in written if row["label"] == "real"]), abs=1e-5)
+    same = compare_runs(written, written, resamples=50)
+    assert same["trials"] == 4 and same["pooled"]["difference"] == 0.0
+
+
 def test_single_network_artefacts_of_format_1_still_load(tmp_path: Path, speech: np.ndarray) -> None:
     features = SpectralFeatures(kind="high")
     path = tmp_path / "cnn.pt"

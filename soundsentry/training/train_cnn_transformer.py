@@ -36,7 +36,8 @@ Steps
    metadata) and the same metadata as JSON beside it.
 6. ``--eval-devset``: the saved artefact scores every ../shared/devset file (whole file, windows pooled)
    — validation only: nothing is trained, normalised or selected on it. Pooled EER (every fake
-   against every real) and per source (that source's fakes against all reals) go into the metadata.
+   against every real) and per source (that source's fakes against all reals) go into the metadata,
+   each file's score into ARTEFACT.devset.csv (``scripts.compare_runs`` compares two such files).
    ``--benchmark``: milliseconds to score one 4 s chunk with 1 and 2 torch threads.
 
 Everything is seeded (``--seed``): the split, the augmentation of each file (from the seed and the
@@ -94,6 +95,8 @@ log = logging.getLogger("train_cnn_transformer")
 
 DEFAULT_DATA = (ROOT.parent / "shared" / "corpus" / "manifest.csv", ROOT / "cache" / "spoofs" / "manifest.csv")
 DEFAULT_DEVSET = ROOT.parent / "shared" / "devset" / "manifest.csv"
+#: the columns of ``--eval-devset``'s per-file scores (ARTEFACT.devset.csv), those ``scripts.compare_runs`` reads
+DEVSET_SCORE_COLUMNS = ("path", "chunk", "label", "source", "status", "probability")
 #: held-out EER + this × held-out loss picks the epoch and drives ReduceLROnPlateau: the loss (≈0.1-0.7)
 #: moves the criterion by less than one held-out EER step (1/~600 file variants), so it only breaks ties;
 #: OC-softmax's loss (``--head one_class``, ≈2-7) weighs a few steps, still less than epochs differ by
@@ -481,10 +484,12 @@ def heldout_report(model: CNNTransformer, items: Sequence[AudioItem], held_set: 
 # devset and timing
 
 
-def evaluate_devset(scorer: SpectralScorer, manifest: Path) -> dict[str, Any]:
-    """Score every file (whole file, windows pooled). Pooled EER and per source (its fakes vs all reals)."""
+def evaluate_devset(scorer: SpectralScorer, manifest: Path, scores_csv: Path | None = None) -> dict[str, Any]:
+    """Score every file (whole file, windows pooled). Pooled EER and per source (its fakes vs all reals).
+    ``scores_csv``: also write each file's score there, in ``run_test``'s ``predictions.csv`` columns, so
+    that ``scripts.compare_runs`` can compare two networks file by file with intervals."""
     items = load_items(manifest)
-    scores, labels, sources, skipped = [], [], [], []
+    scores, labels, sources, skipped, rows = [], [], [], [], []
     for item in items:
         try:
             samples = decode_file(item.path).samples
@@ -494,6 +499,13 @@ def evaluate_devset(scorer: SpectralScorer, manifest: Path) -> dict[str, Any]:
         scores.append(scorer.score(samples))
         labels.append(item.label)
         sources.append(item.source)
+        rows.append({"path": str(item.path), "chunk": "", "label": item.label_name, "source": item.source,
+                     "status": "ok", "probability": f"{scores[-1]:.6f}"})
+    if scores_csv is not None:
+        with scores_csv.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(DEVSET_SCORE_COLUMNS))
+            writer.writeheader()
+            writer.writerows(rows)
     scores_a, labels_a, sources_a = np.array(scores), np.array(labels), np.array(sources)
     real = labels_a == 0
     report: dict[str, Any] = {"files": len(scores), "skipped": skipped, "pooled_eer": eer(labels_a, scores_a),
@@ -696,7 +708,7 @@ def finish(args: argparse.Namespace, networks: CNNTransformer | list[CNNTransfor
 
     scorer = SpectralScorer(*load_artefact(args.output)[:2])  # evaluate what ships (float16 round trip)
     if args.eval_devset:
-        metadata["devset"] = evaluate_devset(scorer, args.eval_devset)
+        metadata["devset"] = evaluate_devset(scorer, args.eval_devset, args.output.with_suffix(".devset.csv"))
         log.info("devset pooled EER %.4f, per source %s", metadata["devset"]["pooled_eer"],
                  {k: round(v, 4) for k, v in metadata["devset"]["per_source_eer"].items()})
     if args.benchmark:
