@@ -89,6 +89,7 @@ from soundsentry.models.spectral import (
     spectrogram_windows,
 )
 from soundsentry.training.common import provenance
+from soundsentry.training.make_spoofs import write_manifest_rows
 
 ROOT = CHECKOUT
 log = logging.getLogger("train_cnn_transformer")
@@ -502,10 +503,7 @@ def evaluate_devset(scorer: SpectralScorer, manifest: Path, scores_csv: Path | N
         rows.append({"path": str(item.path), "chunk": "", "label": item.label_name, "source": item.source,
                      "status": "ok", "probability": f"{scores[-1]:.6f}"})
     if scores_csv is not None:
-        with scores_csv.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(DEVSET_SCORE_COLUMNS))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_manifest_rows(scores_csv, rows, DEVSET_SCORE_COLUMNS)
     scores_a, labels_a, sources_a = np.array(scores), np.array(labels), np.array(sources)
     real = labels_a == 0
     report: dict[str, Any] = {"files": len(scores), "skipped": skipped, "pooled_eer": eer(labels_a, scores_a),
