@@ -4,7 +4,8 @@
                                   [--methods griffin_lim world lpc] [--sources librispeech] [--limit N] [--seed 0]
 
 Every real file of ``CORPUS/manifest.csv`` whose source is one of ``--sources`` (default
-``librispeech``) is re-synthesised by each method of ``soundsentry.training.spoofs.SPOOF_METHODS`` and written as
+``librispeech``) is re-synthesised by each of ``--methods`` (keys of
+``soundsentry.training.spoofs.SPOOF_METHODS``: the three DSP ones by default, or ``lpcnet``) and written as
 16 kHz 16-bit FLAC to ``OUTPUT_DIR/<method>/<file name>`` (:func:`relative_name`: no "real" folder in a
 fake's path). ``OUTPUT_DIR/manifest.csv`` then lists every spoof present, with the corpus manifest's columns
 (label ``fake``, source ``resynth_<method>``, system ``<method>``, the original's speaker and licence,
@@ -31,7 +32,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from soundsentry.constants import CHECKOUT
-from soundsentry.training.spoofs import SAMPLE_RATE, SPOOF_METHODS, log_spectral_distance, resynthesize
+from soundsentry.training.spoofs import DSP_METHODS, SAMPLE_RATE, SPOOF_METHODS, log_spectral_distance, resynthesize
 
 ROOT = CHECKOUT
 SOURCE = "librispeech"  # the default --sources: the corpus's read speech, many speakers
@@ -44,8 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="corpus folder holding manifest.csv (default ../shared/corpus)")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "cache" / "spoofs",
                         help="where the spoofs and their manifest.csv go (default cache/spoofs)")
-    parser.add_argument("--methods", nargs="+", default=list(SPOOF_METHODS),
-                        choices=list(SPOOF_METHODS), help="spoof methods to run (default: all)")
+    parser.add_argument("--methods", nargs="+", default=list(DSP_METHODS), choices=list(SPOOF_METHODS),
+                        help=f"spoof methods to run (default: {' '.join(DSP_METHODS)}; lpcnet, LPCNet's "
+                             "copy-synthesis, takes 0.7 s per audio second)")
     add_sources_argument(parser)
     parser.add_argument("--limit", type=int, default=None,
                         help="only the first N source files (quick runs)")

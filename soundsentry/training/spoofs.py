@@ -547,13 +547,43 @@ def _relp_excitation(
 
 
 # --------------------------------------------------------------------------------------------
+# LPCNet copy-synthesis (a neural vocoder of the WaveRNN family, from Debian's libcodec2)
+
+LPCNET_DELAY = 864  # samples (54 ms) the encoder-decoder pair lags its input by (speech envelopes; the test checks it)
+
+
+def lpcnet_resynthesis(x: np.ndarray, sample_rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
+    """LPCNet copy-synthesis: FreeDV 2020's quantised features of ``x`` → LPCNet's neural vocoder.
+
+    The one neural vocoder that installs here with its weights inside (Debian ``libcodec2-1.0``; the
+    generator zoo's ``lpcnet`` family, :class:`soundsentry.training.zoo.LpcNet`). Its output is moved back
+    by the pair's fixed lag so that it lines up with ``x`` (what :func:`band_splice` needs; within about
+    50 samples, the spread of the lag measured on speech envelopes). ``seed`` is ignored: LPCNet samples
+    each output value from its predicted distribution with libcodec2's own random numbers, so two runs
+    differ sample by sample (not in kind).
+    """
+    from soundsentry.training.zoo import GENERATORS  # ctypes and the zoo only when this method runs
+
+    if sample_rate != SAMPLE_RATE:
+        raise ValueError(f"LPCNet runs at {SAMPLE_RATE} Hz, got {sample_rate}")
+    reference = _as_float64(x)
+    if _is_silent(reference):
+        return np.zeros(len(reference), dtype=np.float32)
+    padded = np.pad(reference, (0, LPCNET_DELAY + 1280))  # room for the lag and the last whole frame
+    y, _ = GENERATORS["lpcnet"].resynthesise(padded.astype(np.float32), "freedv2020")
+    return _finish(y[LPCNET_DELAY:], reference)
+
+
+# --------------------------------------------------------------------------------------------
 # registry
 
 SPOOF_METHODS: dict[str, SpoofMethod] = {
     "griffin_lim": griffin_lim_resynthesis,
     "world": world_resynthesis,
     "lpc": lpc_resynthesis,
+    "lpcnet": lpcnet_resynthesis,
 }
+DSP_METHODS = ("griffin_lim", "world", "lpc")  # make_spoofs' default: the three without a trained network
 
 
 def resynthesize(
