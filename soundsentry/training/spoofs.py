@@ -14,6 +14,10 @@ Three different DSP vocoder families, so no single artefact stands for "fake":
 - :func:`lpc_resynthesis` — frame-wise linear prediction with a pulse/noise excitation driven by a
   pitch track (LPC-10 style), or a decimated and quantised residual (RELP style).
 
+:func:`lpcnet_resynthesis` adds a neural one, LPCNet from Debian's libcodec2 (``make_spoofs --methods
+lpcnet``; not in the shipped recipe: spliced like the others it cost the devset 13-24 EER points,
+data/NOTES.md item 53).
+
 :func:`band_splice` then keeps a fake's artefacts above a cut-off only: the real's own spectrum below
 it, the re-synthesis above. Vocoders made here are far cruder than the ones a detector meets in the
 wild, and a detector trained on whole-band re-synthesis learns their gross low-band faults; spliced
@@ -23,7 +27,8 @@ structure of the upper band), which is what carried to unseen generators on the 
 
 Every function takes and returns 16 kHz mono float32 ``(time,)`` arrays, has no I/O, and returns audio
 of the input's length, its RMS, finite and within [-1, 1]. ``seed`` makes the random parts
-reproducible (WORLD is deterministic and ignores it).
+reproducible (WORLD is deterministic and ignores it; LPCNet ignores it and is not
+reproducible sample for sample).
 """
 
 from __future__ import annotations
